@@ -1,0 +1,1 @@
+"""BPF programs written with the pybpf DSL, shipped as ``pybpf.programs``."""
