@@ -1,0 +1,328 @@
+"""runqslower: trace tasks that waited on a run queue longer than a threshold.
+
+The BPF side follows libbpf-tools' ``runqslower.bpf.c`` line by line (the C
+is quoted in the comments); the user side matches ``runqslower.c``'s flags,
+header and columns.  Every kernel-specific value — the offsets and widths of
+``task_struct.pid``, ``.tgid``, ``.comm`` and the task state, helper numbers,
+the tracepoints' BTF ids — is computed from the target kernel's BTF at load
+time by pybpf's CO-RE engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import time
+from typing import TextIO
+
+from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Asm, Reg
+from pybpf.cdecl import Array, Struct, char, long, pid_t, u32, u64
+from pybpf.object import Globals, MapDef, ObjectSpec, ProgramSpec
+from pybpf.tool import Tool
+from pybpf.uapi import (
+    BPF_ANY,
+    BPF_F_CURRENT_CPU,
+    BPF_MAP_TYPE_HASH,
+    BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+)
+
+TASK_COMM_LEN = 16
+TASK_RUNNING = 0
+MAX_ENTRIES = 10240
+DEFAULT_MIN_US = 10000
+
+# --- local types: only the members we read (the target's BTF has the rest) ---
+# struct task_struct { pid_t pid; pid_t tgid; char comm[TASK_COMM_LEN]; }
+task_struct = Struct(
+    "task_struct", [("pid", pid_t), ("tgid", pid_t), ("comm", Array(char, TASK_COMM_LEN))]
+)
+# Linux 5.14 renamed task_struct.state to __state and made it unsigned int:
+# two flavors of the same struct, told apart by a field-existence relocation.
+task_struct___x = Struct("task_struct___x", [("__state", u32)])  # >= 5.14
+task_struct___o = Struct("task_struct___o", [("state", long)])  # < 5.14
+
+# struct event { char task[16]; char prev_task[16]; u64 delta_us; pid_t pid; pid_t prev_pid; }
+event = Struct(
+    "event",
+    [
+        ("task", Array(char, TASK_COMM_LEN)),
+        ("prev_task", Array(char, TASK_COMM_LEN)),
+        ("delta_us", u64),
+        ("pid", pid_t),
+        ("prev_pid", pid_t),
+    ],
+)
+
+# const volatile __u64 min_us; const volatile pid_t targ_pid, targ_tgid;
+# const volatile char targ_comm[TASK_COMM_LEN];
+rodata = Globals(
+    [
+        ("min_us", u64),
+        ("targ_pid", pid_t),
+        ("targ_tgid", pid_t),
+        ("targ_comm", Array(char, TASK_COMM_LEN)),
+    ]
+)
+
+# Stack frame of the handlers (offsets from the frame pointer r10).
+PID_KEY = -4  # u32 pid (the `start` map key)
+TS = -16  # u64 ts
+EVENT = -16 - event.size  # struct event
+
+# tp_btf context: an array of u64 arguments, in the tracepoint's TP_PROTO order.
+# sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+# sched_wakeup(struct task_struct *p), sched_wakeup_new(struct task_struct *p)
+CTX_ARG = 8
+
+
+def trace_enqueue(a: Asm, done: str) -> None:
+    """static int trace_enqueue(u32 tgid, u32 pid), inlined with tgid in r1 and
+    pid in r2; ends at label ``done``; clobbers r0-r5."""
+    a.jeq(R2, 0, done)  #                          if (!pid) return 0;
+    rodata.load(a, R3, "targ_tgid")  #             if (targ_tgid && targ_tgid != tgid)
+    a.jeq(R3, 0, done + "_tgid_ok")
+    a.jne(R3, R1, done)  #                             return 0;
+    a.label(done + "_tgid_ok")
+    rodata.load(a, R3, "targ_pid")  #              if (targ_pid && targ_pid != pid)
+    a.jeq(R3, 0, done + "_pid_ok")
+    a.jne(R3, R2, done)  #                             return 0;
+    a.label(done + "_pid_ok")
+    a.stx(FP, PID_KEY, R2, size=4)
+    a.call("ktime_get_ns")  #                      ts = bpf_ktime_get_ns();
+    a.stx(FP, TS, R0, size=8)
+    a.ld_map_fd(R1, "start")  #                    bpf_map_update_elem(&start, &pid, &ts, 0);
+    a.mov(R2, FP).add(R2, PID_KEY)
+    a.mov(R3, FP).add(R3, TS)
+    a.mov(R4, BPF_ANY)
+    a.call("map_update_elem")
+    a.label(done)
+
+
+def sched_wakeup() -> list:
+    """SEC("tp_btf/sched_wakeup") int BPF_PROG(sched_wakeup, struct task_struct *p)
+    { return trace_enqueue(p->tgid, p->pid); }"""
+    a = Asm()
+    a.ldx(R6, R1, 0 * CTX_ARG, size=8)  # p
+    a.ldx_core(R1, R6, task_struct.tgid)
+    a.ldx_core(R2, R6, task_struct.pid)
+    trace_enqueue(a, "enqueued")
+    a.mov(R0, 0).exit()
+    return a.assemble()
+
+
+def get_task_state(a: Asm, dst: Reg, task: Reg) -> None:
+    """core_fixes.bpf.h's get_task_state(): __state (>= 5.14) or state (< 5.14),
+    each loaded with the width the target kernel gives it."""
+    a.field_exists(dst, task_struct___x.__state)  # if (bpf_core_field_exists(t->__state))
+    a.jeq(dst, 0, "state_old")
+    a.ldx_core(dst, task, task_struct___x.__state)  #     return t->__state;
+    a.ja("state_done")
+    a.label("state_old")
+    a.ldx_core(dst, task, task_struct___o.state)  #  return ((struct task_struct___o *)t)->state;
+    a.label("state_done")
+
+
+def sched_switch() -> list:
+    """SEC("tp_btf/sched_switch")
+    int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)"""
+    a = Asm()
+    a.mov(R6, R1)  # ctx
+    a.ldx(R7, R6, 1 * CTX_ARG, size=8)  # prev
+    a.ldx(R8, R6, 2 * CTX_ARG, size=8)  # next
+
+    # /* ivcsw: treat like an enqueue event and store timestamp */
+    # if (get_task_state(prev) == TASK_RUNNING)
+    #     trace_enqueue(BPF_CORE_READ(prev, tgid), BPF_CORE_READ(prev, pid));
+    get_task_state(a, R1, R7)
+    a.jne(R1, TASK_RUNNING, "not_running")
+    a.ldx_core(R1, R7, task_struct.tgid)
+    a.ldx_core(R2, R7, task_struct.pid)
+    trace_enqueue(a, "not_running")
+
+    # pid = BPF_CORE_READ(next, pid);
+    a.ldx_core(R1, R8, task_struct.pid)
+    a.stx(FP, PID_KEY, R1, size=4)
+    # /* fetch timestamp and calculate delta */
+    # tsp = bpf_map_lookup_elem(&start, &pid);
+    # if (!tsp) return 0;   /* missed enqueue */
+    a.ld_map_fd(R1, "start")
+    a.mov(R2, FP).add(R2, PID_KEY)
+    a.call("map_lookup_elem")
+    a.jeq(R0, 0, "out")
+    a.ldx(R9, R0, 0, size=8)
+    # delta_us = (bpf_ktime_get_ns() - *tsp) / 1000;
+    a.call("ktime_get_ns")
+    a.sub(R0, R9).div(R0, 1000)
+    a.mov(R9, R0)
+    # if (min_us && delta_us <= min_us) return 0;
+    rodata.load(a, R1, "min_us")
+    a.jeq(R1, 0, "above_min")
+    a.jle(R9, R1, "out")
+    a.label("above_min")
+
+    # if (targ_comm[0] && strncmp(next->comm, targ_comm, strlen(targ_comm))) return 0;
+    # The verifier knows targ_comm (frozen .rodata): it keeps only the bytes that are set.
+    a.mov(R2, R8).add_offsetof(R2, task_struct.comm)
+    for i in range(TASK_COMM_LEN):
+        a.ld_map_value(R1, Globals.MAP_NAME, rodata.offset("targ_comm") + i)
+        a.ldx(R1, R1, 0, size=1)
+        a.jeq(R1, 0, "comm_ok")
+        a.ldx(R3, R2, i, size=1)
+        a.jne(R1, R3, "out")
+    a.label("comm_ok")
+
+    # struct event event = {};
+    for off in range(0, event.size, 8):
+        a.st(FP, EVENT + off, 0, size=8)
+    # event.pid = pid; event.prev_pid = BPF_CORE_READ(prev, pid); event.delta_us = delta_us;
+    a.ldx(R1, FP, PID_KEY, size=4)
+    a.stx(FP, EVENT + event.pid.offset, R1, size=4)
+    a.ldx_core(R1, R7, task_struct.pid)
+    a.stx(FP, EVENT + event.prev_pid.offset, R1, size=4)
+    a.stx(FP, EVENT + event.delta_us.offset, R9, size=8)
+    # bpf_probe_read_kernel_str(&event.task, sizeof(event.task), next->comm);
+    # bpf_probe_read_kernel_str(&event.prev_task, sizeof(event.prev_task), prev->comm);
+    for field, task in ((event.task, R8), (event.prev_task, R7)):
+        a.mov(R1, FP).add(R1, EVENT + field.offset)
+        a.mov(R2, field.size)
+        a.mov(R3, task).add_offsetof(R3, task_struct.comm)
+        a.call("probe_read_kernel_str")
+
+    # bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event));
+    a.mov(R1, R6)
+    a.ld_map_fd(R2, "events")
+    a.mov32(R3, BPF_F_CURRENT_CPU)
+    a.mov(R4, FP).add(R4, EVENT)
+    a.mov(R5, event.size)
+    a.call("perf_event_output")
+
+    # bpf_map_delete_elem(&start, &pid);
+    a.ld_map_fd(R1, "start")
+    a.mov(R2, FP).add(R2, PID_KEY)
+    a.call("map_delete_elem")
+    a.label("out")
+    a.mov(R0, 0).exit()
+    return a.assemble()
+
+
+def build_object() -> ObjectSpec:
+    wakeup = sched_wakeup()
+    return ObjectSpec(
+        "runqslower",
+        programs=[
+            ProgramSpec("sched_wakeup", "tp_btf/sched_wakeup", wakeup),
+            ProgramSpec("sched_wakeup_new", "tp_btf/sched_wakeup_new", wakeup),
+            ProgramSpec("sched_switch", "tp_btf/sched_switch", sched_switch()),
+        ],
+        maps=[
+            MapDef("start", BPF_MAP_TYPE_HASH, 4, 8, MAX_ENTRIES),
+            MapDef("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0),
+        ],
+        rodata=rodata,
+    )
+
+
+# --- user space (runqslower.c) ------------------------------------------------
+_EVENT = struct.Struct(f"<{TASK_COMM_LEN}s{TASK_COMM_LEN}sQii")
+assert _EVENT.size == event.size
+
+
+def _comm(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _pid(text: str) -> int:
+    value = _non_negative(text)
+    if not 0 < value < 1 << 31:
+        raise argparse.ArgumentTypeError(f"invalid PID: {text!r}")
+    return value
+
+
+class RunqSlower(Tool):
+    name = "runqslower"
+    description = "Trace high run queue latency (like libbpf-tools' runqslower)."
+    events_map = "events"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "min_us_pos", nargs="?", type=_non_negative, metavar="min_us",
+            help=f"minimum run queue latency to trace, in us (default {DEFAULT_MIN_US}; "
+            "0: every event)",
+        )  # fmt: skip
+        parser.add_argument("--min-us", type=_non_negative, metavar="N", help="same as min_us")
+        parser.add_argument("-p", "--pid", type=_pid, help="process ID (tgid) to trace")
+        parser.add_argument("-t", "--tid", type=_pid, help="thread ID to trace")
+        parser.add_argument("-c", "--comm", help="only tasks whose name starts with COMM")
+        parser.add_argument(
+            "-P", "--previous", action="store_true",
+            help="also show the previous task's name and TID",
+        )  # fmt: skip
+        parser.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    def check_arguments(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        if args.min_us_pos is not None and args.min_us is not None:
+            parser.error("give min_us either as an argument or with --min-us, not both")
+        args.min_us = args.min_us if args.min_us is not None else args.min_us_pos
+        if args.min_us is None:
+            args.min_us = DEFAULT_MIN_US
+        if args.min_us >= 1 << 64:
+            parser.error("min_us is too large")
+        if args.comm is not None:
+            raw = args.comm.encode()
+            if not raw or len(raw) >= TASK_COMM_LEN or b"\0" in raw:
+                parser.error(f"-c COMM must be 1 to {TASK_COMM_LEN - 1} bytes")
+
+    def build(self, args: argparse.Namespace) -> ObjectSpec:
+        return build_object()
+
+    def rodata(self, args: argparse.Namespace) -> dict:
+        return {
+            "min_us": args.min_us,
+            "targ_pid": args.tid or 0,
+            "targ_tgid": args.pid or 0,
+            "targ_comm": args.comm or "",
+        }
+
+    def header(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.args = args
+        if args.json:
+            return
+        out.write(f"Tracing run queue latency higher than {args.min_us} us\n")
+        if args.previous:
+            out.write(
+                f"{'TIME':<8} {'COMM':<16} {'TID':<6} {'LAT(us)':>14} {'PREV COMM':<16} "
+                f"{'PREV TID':<6}\n"
+            )
+        else:
+            out.write(f"{'TIME':<8} {'COMM':<16} {'TID':<6} {'LAT(us)':>14}\n")
+
+    def on_event(self, cpu: int, data: bytes, out: TextIO) -> None:
+        task, prev_task, delta_us, pid, prev_pid = _EVENT.unpack_from(data)
+        ts = time.strftime("%H:%M:%S")
+        args = self.args
+        if args.json:
+            record = {"time": ts, "comm": _comm(task), "tid": pid, "lat_us": delta_us}
+            if args.previous:
+                record.update(prev_comm=_comm(prev_task), prev_tid=prev_pid)
+            out.write(json.dumps(record) + "\n")
+        elif args.previous:
+            out.write(
+                f"{ts:<8} {_comm(task):<16} {pid:<6} {delta_us:>14} {_comm(prev_task):<16} "
+                f"{prev_pid:<6}\n"
+            )
+        else:
+            out.write(f"{ts:<8} {_comm(task):<16} {pid:<6} {delta_us:>14}\n")
+
+
+TOOL = RunqSlower()

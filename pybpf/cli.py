@@ -1,0 +1,113 @@
+"""``pybpf`` / ``python -m pybpf``: run, explain and list BPF programs.
+
+Every failure a user can cause ends in one line on stderr and a non-zero
+exit status; tracebacks are for pybpf's own bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+from .errors import PyBPFError, VerifierError
+
+USAGE = """\
+pybpf run PROGRAM [ARGS...]       load, attach and run a program (e.g. runqslower)
+pybpf explain PROGRAM [--btf FILE] [--json]
+                                  show every CO-RE relocation against a kernel's BTF
+pybpf list                        list the programs that ship with pybpf
+
+PROGRAM is a shipped program's name or the path of your own program file
+(a Python module defining TOOL = <a pybpf.tool.Tool>).
+"""
+
+
+def _cmd_run(argv: list[str]) -> int:
+    from .runner import load_tool, run_tool
+
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write("usage: pybpf run PROGRAM [ARGS...]\n\n" + USAGE)
+        return 0 if argv else 2
+    tool = load_tool(argv[0])
+    return run_tool(tool, argv[1:], prog=f"pybpf run {argv[0]}")
+
+
+def _cmd_explain(argv: list[str]) -> int:
+    from .object import prepare
+    from .runner import load_btf, load_tool, tool_parser
+
+    parser = argparse.ArgumentParser(
+        prog="pybpf explain", description="Show every CO-RE relocation of a program."
+    )
+    parser.add_argument("program")
+    parser.add_argument("--btf", metavar="FILE", help="target BTF (default: running kernel)")
+    parser.add_argument("--json", action="store_true", help="one JSON array of relocations")
+    args = parser.parse_args(argv)
+    tool = load_tool(args.program)
+    tool_args = tool_parser(tool, args.program).parse_args([])
+    tool.check_arguments(parser, tool_args)
+    prepared = prepare(tool.build(tool_args), load_btf(args.btf))
+    relos = prepared.relocations
+    if args.json:
+        json.dump([r.as_dict() for r in relos], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    header = ("PROGRAM", "INSN", "KIND", "TYPE", "FIELD", "ACCESS", "LOCAL", "TARGET")
+    rows = [header] + [
+        (r.program, str(r.insn), r.kind, r.type, r.field, r.access, str(r.local),
+         "-" if r.target is None else str(r.target))
+        for r in relos
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+    return 0
+
+
+def _cmd_list(argv: list[str]) -> int:
+    from .runner import load_tool, shipped_programs
+
+    for name in shipped_programs():
+        sys.stdout.write(f"{name:<16} {load_tool(name).description}\n")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "explain": _cmd_explain, "list": _cmd_list}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write("usage:\n" + USAGE)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import __version__
+
+        sys.stdout.write(f"pybpf {__version__}\n")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        sys.stderr.write(f"pybpf: error: unknown command {argv[0]!r} (run, explain, list)\n")
+        return 2
+    try:
+        return command(argv[1:])
+    except VerifierError as err:
+        from .loader import verifier_excerpt
+
+        sys.stderr.write(f"pybpf: error: {err}\n{verifier_excerpt(err.log)}\n")
+        return 1
+    except PyBPFError as err:
+        sys.stderr.write(f"pybpf: error: {err}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `pybpf run ... | head`: the reader went away; nothing more to say.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

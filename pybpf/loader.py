@@ -1,0 +1,190 @@
+"""Load a prepared object into the kernel: maps, programs, links; tear it down.
+
+The life cycle of a libbpf skeleton: ``load()`` creates the maps, fills and
+freezes ``.rodata``, patches map fds into ``LD_IMM64`` instructions and calls
+``BPF_PROG_LOAD``; ``attach()`` creates the links; ``close()`` (or leaving the
+``with`` block) closes every fd, which is what makes the kernel free programs,
+links and maps: nothing is pinned, so nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional, Union
+
+from . import isa
+from .core import POISON_IMM
+from .errors import BPFSyscallError, PyBPFError, VerifierError
+from .maps import Map, MapSpec
+from .object import PreparedObject, PreparedProgram
+from .syscall import (
+    FD,
+    bump_memlock_rlimit,
+    link_create,
+    prog_load,
+    raw_tracepoint_open,
+)
+from .uapi import (
+    BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_PROG_TYPE_RAW_TRACEPOINT,
+    BPF_PROG_TYPE_TRACING,
+)
+
+BPF_OBJ_NAME_LEN = 16
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs (what per-CPU maps and perf arrays are sized by)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+    except OSError:
+        import os
+
+        return os.cpu_count() or 1
+    highest = 0
+    for part in text.split(","):
+        highest = max(highest, int(part.split("-")[-1]))
+    return highest + 1
+
+
+class LoadedObject:
+    """The kernel side of one prepared object."""
+
+    def __init__(
+        self, prepared: PreparedObject, rodata: Optional[dict[str, Union[int, bytes, str]]] = None
+    ) -> None:
+        self.prepared = prepared
+        self.rodata_values = rodata or {}
+        self.maps: dict[str, Map] = {}
+        self.programs: dict[str, FD] = {}
+        self.links: list[FD] = []
+        self.warnings: list[str] = []
+
+    # -- context manager ---------------------------------------------------
+    def __enter__(self) -> LoadedObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close links, then programs, then maps (each close is idempotent)."""
+        for link in reversed(self.links):
+            link.close()
+        self.links.clear()
+        for prog in self.programs.values():
+            prog.close()
+        self.programs.clear()
+        for m in self.maps.values():
+            m.close()
+        self.maps.clear()
+
+    # -- load ---------------------------------------------------------------
+    def load(self) -> None:
+        warning = bump_memlock_rlimit()
+        if warning:
+            self.warnings.append(warning)
+        spec = self.prepared.spec
+        for mdef in spec.maps:
+            max_entries = mdef.max_entries
+            if mdef.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and max_entries == 0:
+                max_entries = possible_cpus()
+            self.maps[mdef.name] = Map.create(
+                MapSpec(
+                    mdef.name, mdef.map_type, mdef.key_size, mdef.value_size, max_entries,
+                    mdef.flags,
+                )
+            )  # fmt: skip
+        if spec.rodata is not None:
+            mdef = spec.rodata.map_def()
+            rodata = Map.create(
+                MapSpec(
+                    mdef.name, mdef.map_type, mdef.key_size, mdef.value_size, mdef.max_entries,
+                    mdef.flags,
+                )
+            )  # fmt: skip
+            self.maps[mdef.name] = rodata
+            rodata.update(b"\0\0\0\0", spec.rodata.pack(self.rodata_values))
+            rodata.freeze()
+        for prog in self.prepared.programs:
+            self.programs[prog.name] = self._load_program(prog)
+
+    def _patched(self, prog: PreparedProgram) -> bytes:
+        out = []
+        for insn in prog.insns:
+            if insn.map is not None:
+                m = self.maps.get(insn.map)
+                if m is None:
+                    raise PyBPFError(f"{prog.name}: reference to undeclared map {insn.map!r}")
+                if insn.src == isa.BPF_PSEUDO_MAP_VALUE:
+                    insn = insn.with_(imm=(insn.imm & ~0xFFFFFFFF) | m.fd)
+                else:
+                    insn = insn.with_(imm=m.fd)
+            out.append(insn.encode())
+        return b"".join(out)
+
+    def _load_program(self, prog: PreparedProgram) -> FD:
+        try:
+            return prog_load(
+                prog.prog_type,
+                self._patched(prog),
+                license=prog.license,
+                name=prog.name[: BPF_OBJ_NAME_LEN - 1],
+                expected_attach_type=prog.expected_attach_type,
+                attach_btf_id=prog.attach_btf_id,
+            )
+        except VerifierError as err:
+            raise VerifierError(
+                f"program {prog.name} ({prog.section}) rejected by the verifier: {err}"
+                + explain_poison(err.log, prog),
+                err.errno,
+                err.log,
+            ) from None
+
+    # -- attach -------------------------------------------------------------
+    def attach(self) -> None:
+        for prog in self.prepared.programs:
+            fd = self.programs[prog.name]
+            self.links.append(attach_program(prog, fd))
+
+
+def attach_program(prog: PreparedProgram, fd: FD) -> FD:
+    """tp_btf: BPF_LINK_CREATE (5.8+), else BPF_RAW_TRACEPOINT_OPEN (5.5+)."""
+    if prog.prog_type == BPF_PROG_TYPE_TRACING:
+        try:
+            return link_create(fd.fileno(), 0, prog.expected_attach_type)
+        except BPFSyscallError as err:
+            if err.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP: old kernel
+                raise
+        return raw_tracepoint_open(fd.fileno())
+    if prog.prog_type == BPF_PROG_TYPE_RAW_TRACEPOINT:
+        return raw_tracepoint_open(fd.fileno(), prog.attach_point)
+    raise PyBPFError(f"{prog.name}: don't know how to attach {prog.section}")
+
+
+_POISON_CALL = re.compile(rf"^(\d+): \(85\) call unknown#{POISON_IMM}\b", re.M)
+
+
+def explain_poison(log: str, prog: PreparedProgram) -> str:
+    """Turn libbpf's poisoned call (``invalid func unknown#195896080``) into words:
+    which relocation failed, by C type and field name."""
+    if f"unknown#{POISON_IMM}" not in log:
+        return ""
+    poisoned: dict[int, str] = {}
+    slot = 0
+    for insn in prog.insns:
+        if insn.imm == POISON_IMM and insn.comment:
+            poisoned[slot] = insn.comment
+        slot += insn.slots
+    hits = [int(m.group(1)) for m in _POISON_CALL.finditer(log)]
+    for index in reversed(hits):
+        if index in poisoned:
+            return f" ({poisoned[index]}: the field does not exist on this kernel)"
+    return " (a CO-RE relocation failed on this kernel)"
+
+
+def verifier_excerpt(log: str, lines: int = 12) -> str:
+    """The last lines of a verifier log: where it stopped and why."""
+    kept = [line for line in log.rstrip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])

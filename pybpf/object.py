@@ -1,0 +1,267 @@
+"""BPF objects as pure data, and their preparation against one kernel's BTF.
+
+An :class:`ObjectSpec` is what a ``.bpf.o`` is to libbpf: programs (with
+their section names), map definitions and read-only globals.  :func:`prepare`
+does everything that depends on the target kernel but needs no syscall:
+CO-RE relocations, helper numbers (from the target's ``enum bpf_func_id``),
+tracepoint attach BTF ids.  So it also runs offline, against a BTF file of
+another kernel (``pybpf explain --btf``).  The loader then only creates maps,
+patches fds in and calls ``BPF_PROG_LOAD``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from . import isa
+from .asm import Asm, CoreAccess, Reg
+from .btf import BTF, BTF_KIND_ENUM, BTF_KIND_FUNC_PROTO, BTF_KIND_PTR, BTF_KIND_TYPEDEF
+from .cdecl import Array, CType, Int, encode_local_btf, strip_typedefs
+from .core import KIND_NAMES, CoreEngine, CoreRelo, describe, field_path, patch_insn
+from .errors import BTFError, CORERelocationError, PyBPFError
+from .uapi import (
+    BPF_F_RDONLY_PROG,
+    BPF_MAP_TYPE_ARRAY,
+    BPF_PROG_TYPE_RAW_TRACEPOINT,
+    BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_RAW_TP,
+)
+
+
+@dataclass(frozen=True)
+class MapDef:
+    """A map as a program declares it (libbpf's ``SEC(".maps")`` struct)."""
+
+    name: str
+    map_type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int = 0
+
+
+class Globals:
+    """Read-only globals (``const volatile`` in C), kept in a frozen ``.rodata`` map.
+
+    The map is created with BPF_F_RDONLY_PROG and frozen (Linux 5.2) before the
+    programs load, so the verifier treats every load from it as a constant and
+    deletes the branches it decides: a filter that is off costs nothing."""
+
+    MAP_NAME = ".rodata"
+
+    def __init__(self, variables: list[tuple[str, CType]]) -> None:
+        self.variables: dict[str, tuple[CType, int]] = {}
+        offset = 0
+        for name, ctype in variables:
+            offset = -(-offset // ctype.align) * ctype.align
+            self.variables[name] = (ctype, offset)
+            offset += ctype.size
+        self.size = max(-(-offset // 8) * 8, 8)
+
+    def offset(self, name: str) -> int:
+        return self.variables[name][1]
+
+    def load(self, a: Asm, dst: Reg, name: str) -> Asm:
+        """Emit ``dst = name`` (two instructions: address, then load)."""
+        ctype, offset = self.variables[name]
+        a.ld_map_value(dst, self.MAP_NAME, offset)
+        return a.ldx(dst, dst, 0, size=ctype.size)
+
+    def address(self, a: Asm, dst: Reg, name: str) -> Asm:
+        """Emit ``dst = &name``."""
+        return a.ld_map_value(dst, self.MAP_NAME, self.offset(name))
+
+    def map_def(self) -> MapDef:
+        return MapDef(self.MAP_NAME, BPF_MAP_TYPE_ARRAY, 4, self.size, 1, BPF_F_RDONLY_PROG)
+
+    def pack(self, values: dict[str, Union[int, bytes, str]]) -> bytes:
+        """The map's value: each variable at its offset, zero elsewhere."""
+        unknown = set(values) - set(self.variables)
+        if unknown:
+            raise PyBPFError(f"unknown read-only globals: {', '.join(sorted(unknown))}")
+        buf = bytearray(self.size)
+        for name, value in values.items():
+            ctype, offset = self.variables[name]
+            base = strip_typedefs(ctype)
+            if isinstance(base, Array):
+                raw = value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
+                raw = raw[: base.size - 1] if isinstance(value, str) else raw[: base.size]
+                buf[offset : offset + len(raw)] = raw
+            elif isinstance(base, Int):
+                fmt = {1: "b", 2: "h", 4: "i", 8: "q"}[base.size]
+                fmt = "<" + (fmt if base.signed else fmt.upper())
+                struct.pack_into(fmt, buf, offset, value)
+            else:
+                raise PyBPFError(f"global {name}: unsupported type {ctype!r}")
+        return bytes(buf)
+
+
+@dataclass
+class ProgramSpec:
+    """One program: a libbpf-style section name and its instructions."""
+
+    name: str
+    section: str  # "tp_btf/sched_switch", "raw_tp/sched_switch"
+    insns: list[isa.Instruction]
+    license: str = "GPL"
+
+    @property
+    def attach_point(self) -> str:
+        return self.section.split("/", 1)[1] if "/" in self.section else ""
+
+
+@dataclass
+class ObjectSpec:
+    name: str
+    programs: list[ProgramSpec]
+    maps: list[MapDef] = field(default_factory=list)
+    rodata: Optional[Globals] = None
+
+    def all_maps(self) -> list[MapDef]:
+        return self.maps + ([self.rodata.map_def()] if self.rodata else [])
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """One CO-RE relocation as ``pybpf explain`` shows it."""
+
+    program: str
+    insn: int
+    kind: str
+    type: str
+    field: str
+    access: str
+    local: int
+    target: Optional[int]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "program": self.program, "insn": self.insn, "kind": self.kind, "type": self.type,
+            "field": self.field, "access": self.access, "local": self.local,
+            "target": self.target,
+        }  # fmt: skip
+
+
+@dataclass
+class PreparedProgram:
+    name: str
+    section: str
+    prog_type: int
+    expected_attach_type: int
+    attach_btf_id: int
+    attach_point: str
+    insns: list[isa.Instruction]  # relocated; map references still by name
+    license: str
+    relocations: list[Relocation]
+    core_relos: list[CoreRelo]  # what BPF_PROG_LOAD's core_relos would carry (local values)
+
+
+@dataclass
+class PreparedObject:
+    spec: ObjectSpec
+    programs: list[PreparedProgram]
+    local_btf: bytes
+
+    @property
+    def relocations(self) -> list[Relocation]:
+        return [r for p in self.programs for r in p.relocations]
+
+
+# ---------------------------------------------------------------------------
+HELPER_ENUM = "bpf_func_id"
+
+
+class _HelperIds:
+    """Helper numbers from the target's ``enum bpf_func_id`` (``BPF_FUNC_<name>``)."""
+
+    def __init__(self, btf: BTF) -> None:
+        self.btf = btf
+        self._values: Optional[dict[str, int]] = None
+
+    def __getitem__(self, name: str) -> int:
+        if self._values is None:
+            ids = self.btf.find(HELPER_ENUM, BTF_KIND_ENUM)
+            if not ids:
+                raise BTFError(f"the kernel's BTF has no 'enum {HELPER_ENUM}': helpers unknown")
+            self._values = {v.name: v.value for v in self.btf.type(ids[0]).values}
+        value = self._values.get("BPF_FUNC_" + name)
+        if value is None:
+            raise PyBPFError(f"helper bpf_{name}() does not exist on this kernel")
+        return value
+
+
+def _tracepoint_btf_id(btf: BTF, tp: str) -> int:
+    """Id of ``typedef btf_trace_<tp>``: what a tp_btf program attaches to (5.5)."""
+    ids = btf.find("btf_trace_" + tp, BTF_KIND_TYPEDEF)
+    if not ids:
+        raise PyBPFError(f"tracepoint {tp!r} has no btf_trace_{tp} type in the kernel's BTF")
+    tid = ids[0]
+    ptr = btf.type(btf.type(tid).type)
+    if ptr.kind != BTF_KIND_PTR or btf.type(ptr.type).kind != BTF_KIND_FUNC_PROTO:
+        raise PyBPFError(f"btf_trace_{tp} is not a function pointer typedef")
+    return tid
+
+
+def _program_kind(section: str) -> tuple[int, int]:
+    kind = section.split("/", 1)[0]
+    if kind == "tp_btf":
+        return BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP
+    if kind in ("raw_tp", "raw_tracepoint"):
+        return BPF_PROG_TYPE_RAW_TRACEPOINT, 0
+    raise PyBPFError(f"program section {section!r}: only tp_btf/ and raw_tp/ are supported")
+
+
+def prepare(spec: ObjectSpec, target: BTF) -> PreparedObject:
+    """Relocate every program of ``spec`` for the kernel described by ``target``."""
+    roots: list[CType] = []
+    for prog in spec.programs:
+        for insn in prog.insns:
+            if isinstance(insn.core, CoreAccess) and insn.core.root not in roots:
+                roots.append(insn.core.root)
+    local_bytes, local_ids = encode_local_btf(roots)
+    local_btf = BTF.from_bytes(local_bytes)
+    engine = CoreEngine(local_btf, target)
+    helpers = _HelperIds(target)
+    prepared = []
+    for prog in spec.programs:
+        prog_type, attach_type = _program_kind(prog.section)
+        attach_btf_id = (
+            _tracepoint_btf_id(target, prog.attach_point)
+            if prog_type == BPF_PROG_TYPE_TRACING
+            else 0
+        )
+        insns: list[isa.Instruction] = []
+        reports: list[Relocation] = []
+        relos: list[CoreRelo] = []
+        slot = 0
+        for insn in prog.insns:
+            if insn.helper is not None:
+                insn = insn.with_(imm=helpers[insn.helper])
+            if isinstance(insn.core, CoreAccess):
+                core = insn.core
+                relo = CoreRelo(slot, local_ids[id(core.root)], core.access, core.kind)
+                what = f"{prog.name}: insn {slot}: {describe(local_btf, relo)}"
+                try:
+                    result = engine.relocate(relo)
+                except (CORERelocationError, BTFError) as err:
+                    raise CORERelocationError(f"{what}: {err}") from None
+                insn = patch_insn(insn, result, what)
+                relos.append(relo)
+                reports.append(
+                    Relocation(
+                        prog.name, slot, KIND_NAMES[relo.kind], local_btf.type(relo.type_id).name,
+                        field_path(local_btf, relo), relo.access, result.orig_val, result.new_val,
+                    )
+                )  # fmt: skip
+            insns.append(insn)
+            slot += insn.slots
+        prepared.append(
+            PreparedProgram(
+                prog.name, prog.section, prog_type, attach_type, attach_btf_id,
+                prog.attach_point, insns, prog.license, reports, relos,
+            )
+        )  # fmt: skip
+    return PreparedObject(spec, prepared, local_bytes)
+

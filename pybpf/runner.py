@@ -1,0 +1,180 @@
+"""Run a :class:`~pybpf.tool.Tool`: load, attach, print events, clean up.
+
+Exit paths are the point of this module.  Ctrl-C and SIGTERM both end the
+poll loop; the rows the kernel already wrote into the perf buffer are then
+drained and printed, stdout is flushed, and the object is closed, which
+frees every program, link and map of ours (nothing is pinned).  The C
+runqslower dies on SIGTERM with up to 4 KiB of rows in its stdio buffer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Optional, TextIO
+
+from .btf import BTF
+from .errors import PyBPFError
+from .object import PreparedObject, prepare
+from .tool import Tool
+
+POLL_TIMEOUT_MS = 200
+PERF_BUFFER_PAGES = 64  # per CPU, as libbpf-tools' runqslower
+
+# Capability bits (include/uapi/linux/capability.h).
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: end the poll loop like Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def load_tool(name: str) -> Tool:
+    """A shipped program by name (``runqslower``) or a user's program file."""
+    module: ModuleType
+    path = Path(name)
+    if name.endswith(".py") or os.sep in name:
+        if not path.is_file():
+            raise PyBPFError(f"no program file {name!r}")
+        spec = importlib.util.spec_from_file_location(f"pybpf_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise PyBPFError(f"cannot import {name!r}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        if not name.isidentifier():
+            raise PyBPFError(f"no program named {name!r}")
+        try:
+            module = importlib.import_module(f"pybpf.programs.{name}")
+        except ModuleNotFoundError as err:
+            if err.name not in (f"pybpf.programs.{name}", "pybpf.programs"):
+                raise
+            module = _from_source_tree(name)
+    tool = getattr(module, "TOOL", None)
+    if not isinstance(tool, Tool):
+        raise PyBPFError(f"{name}: the program file defines no TOOL (a pybpf.tool.Tool)")
+    return tool
+
+
+def _from_source_tree(name: str) -> ModuleType:
+    """In a source checkout (not installed), programs/ sits beside pybpf/."""
+    path = Path(__file__).resolve().parent.parent / "programs" / f"{name}.py"
+    if not path.is_file():
+        raise PyBPFError(f"no program named {name!r} (try: pybpf list)")
+    spec = importlib.util.spec_from_file_location(f"pybpf.programs.{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def shipped_programs() -> list[str]:
+    try:
+        import pybpf.programs as pkg
+
+        where = Path(pkg.__file__).parent
+    except ImportError:
+        where = Path(__file__).resolve().parent.parent / "programs"
+    return sorted(p.stem for p in where.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_btf(path: Optional[str]) -> BTF:
+    return BTF.from_file(path) if path else BTF.kernel()
+
+
+def check_privileges() -> None:
+    """Fail early, in one line, without root or CAP_BPF + CAP_PERFMON (5.8)."""
+    if os.geteuid() == 0:
+        return
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        caps = 0
+    if caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1):
+        return
+    raise PyBPFError("loading BPF programs needs root, or CAP_BPF and CAP_PERFMON")
+
+
+def tool_parser(tool: Tool, prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=tool.description)
+    parser.add_argument("--btf", metavar="FILE", help="target BTF (raw or .xz); default: the "
+                        "running kernel's /sys/kernel/btf/vmlinux")  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print CO-RE relocations and load details to stderr")  # fmt: skip
+    tool.add_arguments(parser)
+    return parser
+
+
+def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
+             err: TextIO = sys.stderr) -> int:  # fmt: skip
+    parser = tool_parser(tool, prog)
+    args = parser.parse_args(argv)
+    tool.check_arguments(parser, args)
+    prepared = prepare(tool.build(args), load_btf(args.btf))
+    if args.verbose:
+        print_relocations(prepared, err)
+    check_privileges()
+    # Imported here: the kernel-facing layer is not needed for --help or explain.
+    from .loader import LoadedObject
+    from .perf import PerfBuffer
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with LoadedObject(prepared, tool.rodata(args)) as obj:
+            obj.load()
+            for warning in obj.warnings:
+                err.write(f"pybpf: warning: {warning}\n")
+            obj.attach()
+            buffer = None
+            if tool.events_map:
+                buffer = PerfBuffer(
+                    obj.maps[tool.events_map].fd,
+                    page_count=PERF_BUFFER_PAGES,
+                    on_sample=lambda cpu, data: tool.on_event(cpu, data, out),
+                    on_lost=lambda cpu, count: tool.on_lost(cpu, count, err),
+                )
+            try:
+                tool.header(args, out)
+                out.flush()
+                try:
+                    while True:
+                        if buffer is None:
+                            signal.pause()
+                        elif buffer.poll(POLL_TIMEOUT_MS):
+                            out.flush()
+                except (KeyboardInterrupt, Terminated):
+                    # Ignore further signals while we flush what was received.
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                    if buffer is not None:
+                        buffer.consume()
+                    out.flush()
+            finally:
+                if buffer is not None:
+                    buffer.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def print_relocations(prepared: PreparedObject, out: TextIO) -> None:
+    for r in prepared.relocations:
+        target = "missing" if r.target is None else r.target
+        out.write(
+            f"{r.program:<18} insn {r.insn:>3}  {r.kind:<12} {r.type}.{r.field} "
+            f"[{r.access}]  {r.local} -> {target}\n"
+        )

@@ -1,0 +1,50 @@
+"""What a runnable program file provides: the contract behind ``pybpf run``.
+
+A program module (``pybpf.programs.runqslower`` or a user's ``my_prog.py``)
+defines ``TOOL``, an instance of a :class:`Tool` subclass.  The runner parses
+the command line with the tool's arguments, builds the object, loads and
+attaches it, prints the header, feeds events to :meth:`Tool.on_event` and
+tears everything down on exit.  The tool only says *what*; the runner owns
+the kernel resources and their cleanup.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO, Union
+
+from .object import ObjectSpec
+
+
+class Tool:
+    """Base class of runnable BPF tools."""
+
+    #: the name after ``pybpf run``
+    name: str = ""
+    #: one line for ``--help``
+    description: str = ""
+    #: the BPF_MAP_TYPE_PERF_EVENT_ARRAY map the programs output events to, if any
+    events_map: str = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the tool's own command-line arguments."""
+
+    def check_arguments(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """Reject bad combinations with ``parser.error`` (exit 2, one line)."""
+
+    def build(self, args: argparse.Namespace) -> ObjectSpec:
+        """The programs, maps and globals to load."""
+        raise NotImplementedError
+
+    def rodata(self, args: argparse.Namespace) -> dict[str, Union[int, bytes, str]]:
+        """Values of the read-only globals (frozen before the programs load)."""
+        return {}
+
+    def header(self, args: argparse.Namespace, out: TextIO) -> None:
+        """Print what is printed once everything is attached."""
+
+    def on_event(self, cpu: int, data: bytes, out: TextIO) -> None:
+        """One sample from the events map."""
+
+    def on_lost(self, cpu: int, count: int, err: TextIO) -> None:
+        err.write(f"Lost {count} events on CPU #{cpu}!\n")
