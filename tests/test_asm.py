@@ -1,0 +1,71 @@
+"""The DSL: encodings, labels, range checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from pybpf import isa
+from pybpf.asm import FP, R0, R1, R2, R10, Asm
+from pybpf.errors import AsmError
+
+
+def test_encodings_follow_the_isa():
+    a = Asm()
+    a.mov(R0, 1)  # b7 00 0000 01000000
+    a.ldx(R2, R1, 8, size=8)  # 79 12 0800 00000000
+    a.stx(FP, -4, R1, size=4)  # 63 1a fcff 00000000
+    a.ld_imm64(R1, 0x1122334455667788)
+    a.mov32(R2, 0xFFFFFFFF)  # b4 02 0000 ffffffff
+    a.exit()
+    raw = isa.encode(a.assemble())
+    assert raw.hex() == (
+        "b700000001000000"
+        "7912080000000000"
+        "631afcff00000000"
+        "1801000088776655" "0000000044332211"
+        "b4020000ffffffff"
+        "9500000000000000"
+    )  # fmt: skip
+    assert isa.encode(isa.decode(raw)) == raw
+
+
+def test_labels_count_ld_imm64_as_two_slots():
+    a = Asm()
+    a.jeq(R1, 0, "out")
+    a.ld_imm64(R2, 1)
+    a.label("out")
+    a.jne(R1, R2, "out")  # backward
+    a.exit()
+    insns = a.assemble()
+    assert insns[0].off == 2
+    assert insns[2].off == -1
+
+
+def test_undefined_label_and_missing_exit():
+    a = Asm()
+    a.ja("nowhere")
+    with pytest.raises(AsmError, match="undefined label"):
+        a.assemble()
+    with pytest.raises(AsmError, match="exit"):
+        Asm().mov(R0, 0).assemble()
+
+
+def test_jump_beyond_16_bits_is_an_error():
+    a = Asm()
+    a.ja("far")
+    for _ in range(40000):
+        a.mov(R0, 0)
+    a.label("far").exit()
+    with pytest.raises(AsmError, match="16 bits"):
+        a.assemble()
+
+
+def test_out_of_range_operands():
+    with pytest.raises(AsmError):
+        Asm().mov(R0, 1 << 40)
+    with pytest.raises(AsmError):
+        Asm().ldx(R0, R10, 1 << 16, size=8)
+    with pytest.raises(ValueError):
+        Asm().ldx(R0, R10, 0, size=3)
+    with pytest.raises(AsmError):
+        Asm().label("x").label("x")
