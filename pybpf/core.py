@@ -205,20 +205,25 @@ def _is_flex_array(btf: BTF, spec: Spec, array: Type) -> bool:
     return parent.kind in _COMPOSITE and last.idx == len(parent.members) - 1
 
 
-def find_candidates(local_btf: BTF, local_id: int, target_btf: BTF) -> list[int]:
+def named_candidates(target_btf: BTF, essential: str) -> list[int]:
+    """Target type ids whose essential name is ``essential`` (any kind)."""
+    ids = target_btf.find(essential) + target_btf.find_prefix(essential + "___")
+    return [
+        tid for tid in sorted(set(ids))
+        if essential_name_len(target_btf.type(tid).name) == len(essential)
+    ]  # fmt: skip
+
+
+def find_candidates(
+    local_btf: BTF, local_id: int, target_btf: BTF, named: Optional[list[int]] = None
+) -> list[int]:
     """Target type ids whose essential name and kind match the local root type."""
     local = local_btf.type(local_id)
-    name = local.name
-    if not name:
+    if not local.name:
         raise CORERelocationError(f"local type #{local_id} is anonymous: no CO-RE candidates")
-    ess = essential_name(name)
-    ids = target_btf.find(ess) + target_btf.find_prefix(ess + "___")
-    out = []
-    for tid in sorted(set(ids)):
-        t = target_btf.type(tid)
-        if _kind_core_compat(local, t) and essential_name_len(t.name) == len(ess):
-            out.append(tid)
-    return out
+    if named is None:
+        named = named_candidates(target_btf, essential_name(local.name))
+    return [tid for tid in named if _kind_core_compat(local, target_btf.type(tid))]
 
 
 def types_are_compat(local_btf: BTF, local_id: int, targ_btf: BTF, targ_id: int) -> bool:
@@ -491,10 +496,19 @@ class CoreEngine:
         self.local_btf = local_btf
         self.target_btf = target_btf
         self._cands: dict[int, list[int]] = {}
+        self._named: dict[str, list[int]] = {}  # flavors share their essential name's search
 
     def candidates(self, local_id: int) -> list[int]:
         if local_id not in self._cands:
-            self._cands[local_id] = find_candidates(self.local_btf, local_id, self.target_btf)
+            name = self.local_btf.type(local_id).name
+            if not name:
+                raise CORERelocationError(f"local type #{local_id} is anonymous: no candidates")
+            ess = essential_name(name)
+            if ess not in self._named:
+                self._named[ess] = named_candidates(self.target_btf, ess)
+            self._cands[local_id] = find_candidates(
+                self.local_btf, local_id, self.target_btf, self._named[ess]
+            )
         return self._cands[local_id]
 
     def relocate(self, relo: CoreRelo) -> CoreResult:
