@@ -1,0 +1,235 @@
+"""BPF maps from user space: create, read, write, iterate, freeze.
+
+Keys and values are raw ``bytes`` of the map's key and value sizes: the layout belongs to
+the caller (``struct.pack``), as with libbpf's ``bpf_map_*_elem``.  Per-CPU maps read and
+write one 8-byte-aligned slot per *possible* CPU, concatenated, as the kernel does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from . import syscall as _sys
+from .errors import PyBPFError
+
+# enum bpf_map_type
+BPF_MAP_TYPE_UNSPEC = 0
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PROG_ARRAY = 3
+BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_STACK_TRACE = 7
+BPF_MAP_TYPE_CGROUP_ARRAY = 8
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_LPM_TRIE = 11
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+BPF_MAP_TYPE_HASH_OF_MAPS = 13
+BPF_MAP_TYPE_DEVMAP = 14
+BPF_MAP_TYPE_SOCKMAP = 15
+BPF_MAP_TYPE_CPUMAP = 16
+BPF_MAP_TYPE_XSKMAP = 17
+BPF_MAP_TYPE_SOCKHASH = 18
+BPF_MAP_TYPE_CGROUP_STORAGE = 19
+BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20
+BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
+BPF_MAP_TYPE_QUEUE = 22
+BPF_MAP_TYPE_STACK = 23
+BPF_MAP_TYPE_SK_STORAGE = 24
+BPF_MAP_TYPE_DEVMAP_HASH = 25
+BPF_MAP_TYPE_STRUCT_OPS = 26
+BPF_MAP_TYPE_RINGBUF = 27
+BPF_MAP_TYPE_INODE_STORAGE = 28
+BPF_MAP_TYPE_TASK_STORAGE = 29
+BPF_MAP_TYPE_BLOOM_FILTER = 30
+BPF_MAP_TYPE_USER_RINGBUF = 31
+BPF_MAP_TYPE_CGRP_STORAGE = 32
+BPF_MAP_TYPE_ARENA = 33
+
+# BPF_MAP_UPDATE_ELEM flags
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+BPF_F_LOCK = 4
+
+# BPF_MAP_CREATE map_flags
+BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_NO_COMMON_LRU = 1 << 1
+BPF_F_NUMA_NODE = 1 << 2
+BPF_F_RDONLY = 1 << 3
+BPF_F_WRONLY = 1 << 4
+BPF_F_STACK_BUILD_ID = 1 << 5
+BPF_F_ZERO_SEED = 1 << 6
+BPF_F_RDONLY_PROG = 1 << 7  # 5.2: programs cannot write (frozen .rodata)
+BPF_F_WRONLY_PROG = 1 << 8
+BPF_F_CLONE = 1 << 9
+BPF_F_MMAPABLE = 1 << 10  # 5.5
+BPF_F_PRESERVE_ELEMS = 1 << 11
+BPF_F_INNER_MAP = 1 << 12
+BPF_F_LINK = 1 << 13
+BPF_F_PATH_FD = 1 << 14
+BPF_F_VTYPE_BTF_OBJ_FD = 1 << 15
+BPF_F_TOKEN_FD = 1 << 16
+BPF_F_SEGV_ON_FAULT = 1 << 17
+BPF_F_NO_USER_CONV = 1 << 18
+
+_PERCPU_TYPES = frozenset(
+    {
+        BPF_MAP_TYPE_PERCPU_HASH,
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        BPF_MAP_TYPE_LRU_PERCPU_HASH,
+        BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE,
+    }
+)
+
+
+@dataclass
+class MapSpec:
+    """What a map is, before it exists in the kernel (deterministic, comparable)."""
+
+    name: str
+    map_type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int = 0
+    btf_fd: int = 0
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
+    inner_map_fd: int = 0
+    map_extra: int = 0
+
+
+class Map:
+    """A live BPF map owning its fd; closing the last fd (and no program using it) frees it."""
+
+    def __init__(self, spec: MapSpec, fd: _sys.FD) -> None:
+        self.spec = spec
+        self._fd = fd
+        self._value_buf_size = spec.value_size
+        if spec.map_type in _PERCPU_TYPES:
+            # Per-CPU values are copied as one 8-byte-aligned slot per possible CPU.
+            slot = (spec.value_size + 7) & ~7
+            self._value_buf_size = slot * len(_sys.possible_cpus())
+
+    @classmethod
+    def create(cls, spec: MapSpec) -> Map:
+        """BPF_MAP_CREATE from ``spec``; the name is truncated to 15 characters."""
+        fd = _sys.map_create(
+            spec.map_type,
+            spec.key_size,
+            spec.value_size,
+            spec.max_entries,
+            spec.flags,
+            spec.name,
+            btf_fd=spec.btf_fd,
+            btf_key_type_id=spec.btf_key_type_id,
+            btf_value_type_id=spec.btf_value_type_id,
+            inner_map_fd=spec.inner_map_fd,
+            map_extra=spec.map_extra,
+        )
+        return cls(spec, fd)
+
+    @classmethod
+    def from_id(cls, map_id: int) -> Map:
+        """Open an existing map by id (BPF_MAP_GET_FD_BY_ID) with a spec read back from it."""
+        fd = _sys.map_get_fd_by_id(map_id)
+        info = _sys.map_info(fd.fileno())
+        spec = MapSpec(
+            name=info.name,
+            map_type=info.type,
+            key_size=info.key_size,
+            value_size=info.value_size,
+            max_entries=info.max_entries,
+            flags=info.map_flags,
+            btf_key_type_id=info.btf_key_type_id,
+            btf_value_type_id=info.btf_value_type_id,
+            map_extra=info.map_extra,
+        )
+        return cls(spec, fd)
+
+    # -- fd ownership -------------------------------------------------------------------------
+
+    @property
+    def fd(self) -> int:
+        return self._fd.fileno()
+
+    def fileno(self) -> int:
+        return self._fd.fileno()
+
+    def close(self) -> None:
+        self._fd.close()
+
+    def __enter__(self) -> Map:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Map({self.spec.name!r}, type={self.spec.map_type}, fd={self._fd!r})"
+
+    # -- elements -----------------------------------------------------------------------------
+
+    @property
+    def value_buf_size(self) -> int:
+        """Bytes a value occupies in user space (all CPUs' slots for per-CPU maps)."""
+        return self._value_buf_size
+
+    def _check(self, what: str, data: bytes, size: int) -> None:
+        if len(data) != size:
+            raise PyBPFError(
+                f"map {self.spec.name!r}: {what} must be {size} bytes, got {len(data)}"
+            )
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        """Insert or replace (BPF_ANY), insert only (BPF_NOEXIST) or replace only (BPF_EXIST)."""
+        self._check("key", key, self.spec.key_size)
+        self._check("value", value, self._value_buf_size)
+        _sys.map_update_elem(self.fd, key, value, flags)
+
+    def lookup(self, key: bytes) -> Optional[bytes]:
+        """The value at ``key``, or None if absent."""
+        self._check("key", key, self.spec.key_size)
+        return _sys.map_lookup_elem(self.fd, key, self._value_buf_size)
+
+    def delete(self, key: bytes) -> bool:
+        """Delete ``key``; False if it was not there (array elements cannot be deleted)."""
+        self._check("key", key, self.spec.key_size)
+        return _sys.map_delete_elem(self.fd, key)
+
+    def keys(self) -> Iterator[bytes]:
+        """Iterate keys with BPF_MAP_GET_NEXT_KEY.
+
+        As in the kernel, deleting the current key during iteration makes a hash map restart
+        from its first key: collect keys first (``list(m.keys())``) to delete while walking.
+        """
+        fd, size = self.fd, self.spec.key_size
+        key = _sys.map_get_next_key(fd, None, size)
+        while key is not None:
+            yield key
+            key = _sys.map_get_next_key(fd, key, size)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs; keys deleted concurrently are skipped."""
+        for key in self.keys():
+            value = _sys.map_lookup_elem(self.fd, key, self._value_buf_size)
+            if value is not None:
+                yield key, value
+
+    def freeze(self) -> None:
+        """Make the map read-only for user space (BPF_MAP_FREEZE, 5.2); updates then fail
+        with EPERM.  Combine with BPF_F_RDONLY_PROG for constants such as ``.rodata``."""
+        _sys.map_freeze(self.fd)
+
+    def info(self) -> _sys.MapInfo:
+        """The kernel's view of the map (id, name, flags, ...)."""
+        return _sys.map_info(self.fd)
+
+
+def create_map(spec: MapSpec) -> Map:
+    """Create a map from ``spec`` (same as :meth:`Map.create`)."""
+    return Map.create(spec)
