@@ -21,6 +21,7 @@ from .syscall import (
     FD,
     bump_memlock_rlimit,
     link_create,
+    possible_cpus,
     prog_load,
     raw_tracepoint_open,
 )
@@ -31,21 +32,6 @@ from .uapi import (
 )
 
 BPF_OBJ_NAME_LEN = 16
-
-
-def possible_cpus() -> int:
-    """Number of possible CPUs (what per-CPU maps and perf arrays are sized by)."""
-    try:
-        with open("/sys/devices/system/cpu/possible") as f:
-            text = f.read().strip()
-    except OSError:
-        import os
-
-        return os.cpu_count() or 1
-    highest = 0
-    for part in text.split(","):
-        highest = max(highest, int(part.split("-")[-1]))
-    return highest + 1
 
 
 class LoadedObject:
@@ -89,7 +75,7 @@ class LoadedObject:
         for mdef in spec.maps:
             max_entries = mdef.max_entries
             if mdef.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and max_entries == 0:
-                max_entries = possible_cpus()
+                max_entries = max(possible_cpus()) + 1  # as libbpf sizes perf arrays
             self.maps[mdef.name] = Map.create(
                 MapSpec(
                     mdef.name, mdef.map_type, mdef.key_size, mdef.value_size, max_entries,

@@ -20,6 +20,7 @@ import pytest
 from pybpf import maps as M
 from pybpf import perf as P
 from pybpf import syscall as S
+from pybpf import uapi as U
 from pybpf.errors import BPFSyscallError, PyBPFError, VerifierError
 
 IN_CI = os.environ.get("CI") == "true"
@@ -103,7 +104,7 @@ def perf_output_prog(map_fd: int) -> bytes:
 
 
 def socket_filter(insns: bytes = RET0, name: str = "") -> S.FD:
-    return S.prog_load(S.BPF_PROG_TYPE_SOCKET_FILTER, insns, name=name)
+    return S.prog_load(U.BPF_PROG_TYPE_SOCKET_FILTER, insns, name=name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_perf_buffer_rejects_bad_page_count() -> None:
 
 
 def test_hash_map_against_bpftool(bpftool: str) -> None:
-    spec = M.MapSpec("pybpf_hash", M.BPF_MAP_TYPE_HASH, 4, 8, 64)
+    spec = M.MapSpec("pybpf_hash", U.BPF_MAP_TYPE_HASH, 4, 8, 64)
     with M.Map.create(spec) as m:
         expected = {struct.pack("<I", k): struct.pack("<Q", k * 1000 + 7) for k in range(1, 11)}
         for k, v in expected.items():
@@ -190,7 +191,7 @@ def test_hash_map_against_bpftool(bpftool: str) -> None:
 
 
 def test_array_map_against_bpftool(bpftool: str) -> None:
-    spec = M.MapSpec("pybpf_array", M.BPF_MAP_TYPE_ARRAY, 4, 16, 4)
+    spec = M.MapSpec("pybpf_array", U.BPF_MAP_TYPE_ARRAY, 4, 16, 4)
     with M.Map.create(spec) as m:
         m.update(struct.pack("<I", 2), b"x" * 16)
         items = dict(m.items())
@@ -209,17 +210,17 @@ def test_array_map_against_bpftool(bpftool: str) -> None:
 
 
 def test_map_update_flags(root: None) -> None:
-    with M.Map.create(M.MapSpec("flags", M.BPF_MAP_TYPE_HASH, 4, 4, 8)) as m:
+    with M.Map.create(M.MapSpec("flags", U.BPF_MAP_TYPE_HASH, 4, 4, 8)) as m:
         k = struct.pack("<I", 1)
         with pytest.raises(BPFSyscallError) as exc:
-            m.update(k, b"aaaa", M.BPF_EXIST)
+            m.update(k, b"aaaa", U.BPF_EXIST)
         assert exc.value.errno == errno.ENOENT
         assert "BPF_MAP_UPDATE_ELEM" in str(exc.value)
-        m.update(k, b"aaaa", M.BPF_NOEXIST)
+        m.update(k, b"aaaa", U.BPF_NOEXIST)
         with pytest.raises(BPFSyscallError) as exc:
-            m.update(k, b"bbbb", M.BPF_NOEXIST)
+            m.update(k, b"bbbb", U.BPF_NOEXIST)
         assert exc.value.errno == errno.EEXIST
-        m.update(k, b"cccc", M.BPF_EXIST)
+        m.update(k, b"cccc", U.BPF_EXIST)
         assert m.lookup(k) == b"cccc"
         with pytest.raises(PyBPFError, match="key must be 4 bytes"):
             m.lookup(b"\0")
@@ -227,7 +228,7 @@ def test_map_update_flags(root: None) -> None:
 
 def test_percpu_array_values_per_possible_cpu(root: None) -> None:
     ncpu = len(S.possible_cpus())
-    with M.Map.create(M.MapSpec("percpu", M.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1)) as m:
+    with M.Map.create(M.MapSpec("percpu", U.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1)) as m:
         assert m.value_buf_size == 8 * ncpu
         value = b"".join(struct.pack("<Q", c + 1) for c in range(ncpu))
         m.update(struct.pack("<I", 0), value)
@@ -235,7 +236,7 @@ def test_percpu_array_values_per_possible_cpu(root: None) -> None:
 
 
 def test_map_freeze(bpftool: str) -> None:
-    with M.Map.create(M.MapSpec("frozen", M.BPF_MAP_TYPE_ARRAY, 4, 4, 1)) as m:
+    with M.Map.create(M.MapSpec("frozen", U.BPF_MAP_TYPE_ARRAY, 4, 4, 1)) as m:
         k = struct.pack("<I", 0)
         m.update(k, b"abcd")
         m.freeze()
@@ -249,7 +250,7 @@ def test_map_freeze(bpftool: str) -> None:
 
 
 def test_map_name_and_info(bpftool: str) -> None:
-    spec = M.MapSpec("a_rather_long_map_name", M.BPF_MAP_TYPE_HASH, 8, 4, 32, M.BPF_F_NO_PREALLOC)
+    spec = M.MapSpec("a_rather_long_map_name", U.BPF_MAP_TYPE_HASH, 8, 4, 32, U.BPF_F_NO_PREALLOC)
     with M.Map.create(spec) as m:
         info = m.info()
         assert info.name == "a_rather_long_m"  # 15 characters
@@ -257,7 +258,7 @@ def test_map_name_and_info(bpftool: str) -> None:
         assert show["name"] == info.name
         assert show["type"] == "hash"
         assert (show["bytes_key"], show["bytes_value"], show["max_entries"]) == (8, 4, 32)
-        assert show["flags"] == info.map_flags == M.BPF_F_NO_PREALLOC
+        assert show["flags"] == info.map_flags == U.BPF_F_NO_PREALLOC
         assert info.id in set(S.iter_map_ids())
         with M.Map.from_id(info.id) as again:
             assert again.spec.key_size == 8
@@ -277,14 +278,14 @@ def test_prog_load_and_info_against_bpftool(bpftool: str) -> None:
         assert show["name"] == info.name == "pybpf_ret0"
         assert show["tag"] == info.tag
         assert show["type"] == "socket_filter"
-        assert info.type == S.BPF_PROG_TYPE_SOCKET_FILTER
+        assert info.type == U.BPF_PROG_TYPE_SOCKET_FILTER
         assert info.gpl_compatible
         assert info.xlated_insns == RET0
         assert info.map_ids == []
 
 
 def test_prog_info_lists_map_ids(root: None) -> None:
-    with M.Map.create(M.MapSpec("events", M.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 4)) as m:
+    with M.Map.create(M.MapSpec("events", U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 4)) as m:
         with socket_filter(perf_output_prog(m.fd)) as fd:
             assert S.prog_info(fd.fileno()).map_ids == [m.info().id]
 
@@ -302,12 +303,12 @@ def test_verifier_log_grows_past_a_small_buffer(root: None) -> None:
     # 200 instructions then an exit with r0 unset: a log much longer than 128 bytes.
     long_bad = insn(0xB7, 1, imm=1) * 200 + EXIT_ONLY
     with pytest.raises(VerifierError) as exc:
-        S.prog_load(S.BPF_PROG_TYPE_SOCKET_FILTER, long_bad, log_level=1, log_size=128)
+        S.prog_load(U.BPF_PROG_TYPE_SOCKET_FILTER, long_bad, log_level=1, log_size=128)
     assert exc.value.errno == errno.EACCES  # not ENOSPC: the buffer was grown
     assert "R0 !read_ok" in exc.value.log
     assert exc.value.log.startswith("func#0") or exc.value.log.startswith("0:")
 
-    fd, log = S.prog_load_log(S.BPF_PROG_TYPE_SOCKET_FILTER, RET0, log_level=2, log_size=128)
+    fd, log = S.prog_load_log(U.BPF_PROG_TYPE_SOCKET_FILTER, RET0, log_level=2, log_size=128)
     with fd:
         assert "processed 2 insns" in log
 
@@ -342,12 +343,12 @@ def test_prog_test_run_retval_and_stats(root: None) -> None:
 
 
 def test_raw_tracepoint_link(bpftool: str) -> None:
-    with S.prog_load(S.BPF_PROG_TYPE_RAW_TRACEPOINT, RET0, name="rawtp") as prog:
+    with S.prog_load(U.BPF_PROG_TYPE_RAW_TRACEPOINT, RET0, name="rawtp") as prog:
         res = S.prog_test_run(prog.fileno(), ctx_in=bytes(16))
         assert res.retval == 0
         with S.raw_tracepoint_open(prog.fileno(), "sched_switch") as link:
             info = S.link_info(link.fileno())
-            assert info.type == S.BPF_LINK_TYPE_RAW_TRACEPOINT
+            assert info.type == U.BPF_LINK_TYPE_RAW_TRACEPOINT
             assert info.tp_name == "sched_switch"
             assert info.prog_id == S.prog_info(prog.fileno()).id
             assert info.id in set(S.iter_link_ids())
@@ -414,7 +415,7 @@ def test_perf_buffer_samples_and_wraparound(on_cpu0: None) -> None:
     received: list[tuple[int, bytes]] = []
     lost: list[tuple[int, int]] = []
     with M.Map.create(
-        M.MapSpec("events", M.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, len(S.possible_cpus()))
+        M.MapSpec("events", U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, len(S.possible_cpus()))
     ) as events:
         pb = P.PerfBuffer(
             events.fd,
@@ -447,7 +448,7 @@ def test_perf_buffer_reports_lost_samples(on_cpu0: None) -> None:
     received: list[bytes] = []
     lost: list[tuple[int, int]] = []
     with M.Map.create(
-        M.MapSpec("events", M.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, len(S.possible_cpus()))
+        M.MapSpec("events", U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, len(S.possible_cpus()))
     ) as events:
         pb = P.PerfBuffer(
             events.fd,
@@ -473,7 +474,7 @@ def test_perf_buffer_reports_lost_samples(on_cpu0: None) -> None:
 
 def test_perf_buffer_close_clears_map_and_is_idempotent(root: None) -> None:
     ncpu = len(S.possible_cpus())
-    with M.Map.create(M.MapSpec("events", M.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, ncpu)) as ev:
+    with M.Map.create(M.MapSpec("events", U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, ncpu)) as ev:
         pb = P.PerfBuffer(ev.fd, page_count=2, on_sample=lambda cpu, data: None)
         assert pb.cpus == [c for c in P.online_cpus() if c < ncpu]
         assert pb.poll(0) == 0
@@ -488,6 +489,6 @@ def test_perf_buffer_close_clears_map_and_is_idempotent(root: None) -> None:
 
 
 def test_perf_buffer_needs_perf_event_array(root: None) -> None:
-    with M.Map.create(M.MapSpec("notperf", M.BPF_MAP_TYPE_ARRAY, 4, 4, 2)) as m:
+    with M.Map.create(M.MapSpec("notperf", U.BPF_MAP_TYPE_ARRAY, 4, 4, 2)) as m:
         with pytest.raises(PyBPFError, match="PERF_EVENT_ARRAY"):
             P.PerfBuffer(m.fd, on_sample=lambda cpu, data: None)
