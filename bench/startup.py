@@ -4,7 +4,10 @@ The header is printed after every program is loaded and attached, so the
 time to the header is the time until tracing is live.  Prints the median of
 N runs (default 15) and each run's peak RSS (from wait4's rusage).
 
-    sudo .venv/bin/python bench/startup.py [N] [-- extra runqslower args]
+    sudo .venv/bin/python bench/startup.py [N] [--compare-c] [-- extra runqslower args]
+
+With --compare-c, libbpf-tools' C runqslower (/usr/sbin/runqslower, Debian
+package libbpf-tools) is measured the same way.
 """
 
 from __future__ import annotations
@@ -39,16 +42,21 @@ def one_run(argv: list[str]) -> tuple[float, float]:
 def main() -> None:
     args = sys.argv[1:]
     runs = int(args.pop(0)) if args and args[0].isdigit() else 15
+    compare_c = "--compare-c" in args
+    args = [a for a in args if a != "--compare-c"]
     extra = args[1:] if args[:1] == ["--"] else args
-    argv = [sys.executable, "-m", "pybpf", "run", "runqslower", "1000000", *extra]
-    one_run(argv)  # warm the page cache
-    results = [one_run(argv) for _ in range(runs)]
-    times = sorted(t for t, _ in results)
-    rss = sorted(r for _, r in results)
-    print(f"runs: {runs}")
-    print(f"exec -> header: median {statistics.median(times):.1f} ms "
-          f"(min {times[0]:.1f}, max {times[-1]:.1f})")
-    print(f"peak RSS: median {statistics.median(rss):.1f} MiB (max {rss[-1]:.1f})")
+    commands = {"pybpf": [sys.executable, "-m", "pybpf", "run", "runqslower", "1000000", *extra]}
+    if compare_c:
+        # stdbuf: the C tool block-buffers its header when stdout is a pipe.
+        commands["C"] = ["stdbuf", "-oL", "/usr/sbin/runqslower", "1000000", *extra]
+    for label, argv in commands.items():
+        one_run(argv)  # warm the page cache
+        results = [one_run(argv) for _ in range(runs)]
+        times = sorted(t for t, _ in results)
+        rss = sorted(r for _, r in results)
+        print(f"{label}: runs {runs}; exec -> header median {statistics.median(times):.1f} ms "
+              f"(min {times[0]:.1f}, max {times[-1]:.1f}); peak RSS median "
+              f"{statistics.median(rss):.1f} MiB (max {rss[-1]:.1f})")
 
 
 if __name__ == "__main__":
