@@ -178,7 +178,15 @@ class FieldRef:
 def encode_local_btf(types: list[CType]) -> tuple[bytes, dict[int, int]]:
     """Encode ``types`` (and everything they reference) as BTF.
 
-    Returns the BTF bytes and a map from ``id(ctype)`` to its BTF type id.
+    Returns the BTF bytes and a map from ``id(ctype)`` to its BTF type id."""
+    builder, ids = build_local_btf(types)
+    return builder.encode(), ids
+
+
+def build_local_btf(types: list[CType]) -> tuple[BTFBuilder, dict[int, int]]:
+    """A BTF builder holding ``types``, to which more (FUNCs, strings) can be added.
+
+    Returns the builder and a map from ``id(ctype)`` to its BTF type id.
     Ids are assigned depth-first before members are encoded, so
     self-referencing structs (through pointers) work.
     """
@@ -231,14 +239,14 @@ def encode_local_btf(types: list[CType]) -> tuple[bytes, dict[int, int]]:
             raise TypeError(f"cannot encode {ctype!r}")
         if got != ids[id(ctype)]:  # pragma: no cover - ids are assigned in add order
             raise AssertionError("local BTF ids out of order")
-    return builder.encode(), ids
+    return builder, ids
 
 
 # The index type of arrays, as clang emits it.
 _ARRAY_INDEX = Int("__ARRAY_SIZE_TYPE__", 4)
 
 # Common C types, named as in vmlinux.h.
-char = Int("char", 1, signed=True, char=True)
+char = Int("char", 1, signed=True)  # as clang and pahole encode it (the kernel takes one flag)
 u8 = Int("unsigned char", 1)
 u16 = Int("unsigned short", 2)
 u32 = Int("unsigned int", 4)

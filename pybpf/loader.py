@@ -16,13 +16,15 @@ from . import isa
 from .core import POISON_IMM
 from .errors import BPFSyscallError, PyBPFError, VerifierError
 from .maps import Map, MapSpec
-from .object import PreparedObject, PreparedProgram
+from .object import KernelCoreRequest, PreparedObject, PreparedProgram
 from .syscall import (
     FD,
+    btf_load,
     bump_memlock_rlimit,
     link_create,
     possible_cpus,
     prog_load,
+    prog_load_log,
     raw_tracepoint_open,
 )
 from .uapi import (
@@ -97,12 +99,16 @@ class LoadedObject:
             self.programs[prog.name] = self._load_program(prog)
 
     def _patched(self, prog: PreparedProgram) -> bytes:
+        return self._patch_maps(prog.name, prog.insns)
+
+    def _patch_maps(self, name: str, insns: list[isa.Instruction]) -> bytes:
+        """Raw instructions with the map fds written into their LD_IMM64s."""
         out = []
-        for insn in prog.insns:
+        for insn in insns:
             if insn.map is not None:
                 m = self.maps.get(insn.map)
                 if m is None:
-                    raise PyBPFError(f"{prog.name}: reference to undeclared map {insn.map!r}")
+                    raise PyBPFError(f"{name}: reference to undeclared map {insn.map!r}")
                 if insn.src == isa.BPF_PSEUDO_MAP_VALUE:
                     insn = insn.with_(imm=(insn.imm & ~0xFFFFFFFF) | m.fd)
                 else:
@@ -127,6 +133,27 @@ class LoadedObject:
                 err.errno,
                 err.log,
             ) from None
+
+    def load_kernel_relocated(
+        self, prog: PreparedProgram, request: KernelCoreRequest
+    ) -> tuple[FD, str]:
+        """Load ``prog`` unrelocated and let the kernel's CO-RE (5.17+) relocate it.
+
+        Returns the program fd and the verifier log (level 2), whose ``relo #N``
+        lines say what the kernel decided: an oracle for pybpf's engine."""
+        with btf_load(request.btf) as btf_fd:
+            return prog_load_log(
+                prog.prog_type,
+                self._patch_maps(prog.name, request.insns),
+                license=prog.license,
+                name=prog.name[: BPF_OBJ_NAME_LEN - 1],
+                expected_attach_type=prog.expected_attach_type,
+                attach_btf_id=prog.attach_btf_id,
+                prog_btf_fd=btf_fd.fileno(),
+                func_info=request.func_info,
+                core_relos=request.core_relos,
+                log_level=2,
+            )
 
     # -- attach -------------------------------------------------------------
     def attach(self) -> None:

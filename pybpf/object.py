@@ -18,7 +18,8 @@ from typing import Optional, Union
 from . import isa
 from .asm import Asm, CoreAccess, Reg
 from .btf import BTF, BTF_KIND_ENUM, BTF_KIND_FUNC_PROTO, BTF_KIND_PTR, BTF_KIND_TYPEDEF
-from .cdecl import Array, CType, Int, encode_local_btf, strip_typedefs
+from .btf_encoder import BTF_FUNC_STATIC
+from .cdecl import Array, CType, Int, build_local_btf, encode_local_btf, strip_typedefs
 from .core import KIND_NAMES, CoreEngine, CoreRelo, describe, field_path, patch_insn
 from .errors import BTFError, CORERelocationError, PyBPFError
 from .uapi import (
@@ -265,3 +266,51 @@ def prepare(spec: ObjectSpec, target: BTF) -> PreparedObject:
         )  # fmt: skip
     return PreparedObject(spec, prepared, local_bytes)
 
+
+
+@dataclass
+class KernelCoreRequest:
+    """What BPF_PROG_LOAD needs to let the kernel relocate a program itself (5.17+).
+
+    The kernel runs libbpf's own ``relo_core.c``; comparing its answers with
+    pybpf's is an oracle no one here wrote.  Instructions carry the *local*
+    values (the kernel insists), the program BTF holds the local types, a
+    FUNC for ``func_info`` (without it the kernel ignores program BTF) and the
+    access strings that ``core_relos`` point into."""
+
+    btf: bytes
+    func_info: bytes
+    core_relos: bytes
+    insns: list[isa.Instruction]
+
+
+_FUNC_INFO = struct.Struct("<II")  # struct bpf_func_info
+_CORE_RELO = struct.Struct("<IIII")  # struct bpf_core_relo
+
+
+def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCoreRequest:
+    (prog,) = [p for p in spec.programs if p.name == program]
+    roots: list[CType] = []
+    for insn in prog.insns:
+        if isinstance(insn.core, CoreAccess) and insn.core.root not in roots:
+            roots.append(insn.core.root)
+    builder, ids = build_local_btf(roots)
+    ctx = builder.add_ptr(builder.add_int("unsigned long long", 8))
+    proto = builder.add_func_proto(builder.add_int("int", 4, signed=True), [("ctx", ctx)])
+    func = builder.add_func(prog.name, proto, BTF_FUNC_STATIC)
+    helpers = _HelperIds(target)
+    relos = []
+    insns = []
+    slot = 0
+    for insn in prog.insns:
+        if insn.helper is not None:
+            insn = insn.with_(imm=helpers[insn.helper])
+        if isinstance(insn.core, CoreAccess):
+            core = insn.core
+            access = builder.add_string(core.access)
+            relos.append(_CORE_RELO.pack(slot * 8, ids[id(core.root)], access, core.kind))
+        insns.append(insn)
+        slot += insn.slots
+    return KernelCoreRequest(
+        builder.encode(), _FUNC_INFO.pack(0, func), b"".join(relos), insns
+    )
