@@ -18,6 +18,7 @@ from typing import TextIO
 
 from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Asm, Reg
 from pybpf.cdecl import Array, Struct, char, long, pid_t, u32, u64
+from pybpf.isa import Instruction
 from pybpf.object import Globals, MapDef, ObjectSpec, ProgramSpec
 from pybpf.tool import Tool
 from pybpf.uapi import (
@@ -99,7 +100,7 @@ def trace_enqueue(a: Asm, done: str) -> None:
     a.label(done)
 
 
-def sched_wakeup() -> list:
+def sched_wakeup() -> list[Instruction]:
     """SEC("tp_btf/sched_wakeup") int BPF_PROG(sched_wakeup, struct task_struct *p)
     { return trace_enqueue(p->tgid, p->pid); }"""
     a = Asm()
@@ -123,7 +124,7 @@ def get_task_state(a: Asm, dst: Reg, task: Reg) -> None:
     a.label("state_done")
 
 
-def sched_switch() -> list:
+def sched_switch() -> list[Instruction]:
     """SEC("tp_btf/sched_switch")
     int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)"""
     a = Asm()
@@ -217,7 +218,7 @@ def build_object() -> ObjectSpec:
         ],
         maps=[
             MapDef("start", BPF_MAP_TYPE_HASH, 4, 8, MAX_ENTRIES),
-            MapDef("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0),
+            MapDef("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0),  # 0: one per CPU
         ],
         rodata=rodata,
     )

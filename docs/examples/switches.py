@@ -14,6 +14,7 @@ from typing import TextIO
 
 from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, Asm
 from pybpf.cdecl import Struct, pid_t
+from pybpf.isa import Instruction
 from pybpf.object import MapDef, ObjectSpec, ProgramSpec
 from pybpf.tool import Tool
 from pybpf.uapi import BPF_F_CURRENT_CPU, BPF_MAP_TYPE_PERF_EVENT_ARRAY
@@ -23,7 +24,7 @@ CTX_ARG = 8  # tp_btf context: u64 arguments (bool preempt, prev, next, ...)
 EVENT = -8  # struct { u32 prev_pid; u32 next_pid; } on the stack
 
 
-def sched_switch() -> list:
+def sched_switch() -> list[Instruction]:
     a = Asm()
     a.mov(R6, R1)
     a.ldx(R7, R6, 1 * CTX_ARG, size=8)  # prev
