@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import struct
+import sys
 import time
 from typing import TextIO
 
@@ -297,9 +298,12 @@ class RunqSlower(Tool):
 
     def header(self, args: argparse.Namespace, out: TextIO) -> None:
         self.args = args
+        tracing = f"Tracing run queue latency higher than {args.min_us} us\n"
         if args.json:
+            sys.stderr.write(tracing)  # stdout stays pure JSON lines
+            sys.stderr.flush()
             return
-        out.write(f"Tracing run queue latency higher than {args.min_us} us\n")
+        out.write(tracing)
         if args.previous:
             out.write(
                 f"{'TIME':<8} {'COMM':<16} {'TID':<6} {'LAT(us)':>14} {'PREV COMM':<16} "

@@ -28,7 +28,7 @@ def _cmd_run(argv: list[str]) -> int:
     from .runner import load_tool, run_tool
 
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write("usage: pybpf run PROGRAM [ARGS...]\n\n" + USAGE)
+        (sys.stdout if argv else sys.stderr).write("usage:\n" + USAGE)
         return 0 if argv else 2
     tool = load_tool(argv[0])
     return run_tool(tool, argv[1:], prog=f"pybpf run {argv[0]}")
@@ -80,7 +80,7 @@ COMMANDS = {"run": _cmd_run, "explain": _cmd_explain, "list": _cmd_list}
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write("usage:\n" + USAGE)
+        (sys.stdout if argv else sys.stderr).write("usage:\n" + USAGE)
         return 0 if argv else 2
     if argv[0] == "--version":
         from . import __version__

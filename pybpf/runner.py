@@ -132,7 +132,10 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
     from .loader import LoadedObject
     from .perf import PerfBuffer
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Installed explicitly: a shell starts background jobs with SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler of its own.
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with LoadedObject(prepared, tool.rodata(args)) as obj:
             obj.load()
@@ -167,7 +170,8 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
                 if buffer is not None:
                     buffer.close()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
     return 0
 
 
