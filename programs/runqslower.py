@@ -20,7 +20,7 @@ from typing import TextIO
 from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Asm, Reg
 from pybpf.cdecl import Array, Struct, char, long, pid_t, u32, u64
 from pybpf.isa import Instruction
-from pybpf.object import Globals, MapDef, ObjectSpec, ProgramSpec
+from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
 from pybpf.tool import Tool
 from pybpf.uapi import (
     BPF_ANY,
@@ -218,8 +218,8 @@ def build_object() -> ObjectSpec:
             ProgramSpec("sched_switch", "tp_btf/sched_switch", sched_switch()),
         ],
         maps=[
-            MapDef("start", BPF_MAP_TYPE_HASH, 4, 8, MAX_ENTRIES),
-            MapDef("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0),  # 0: one per CPU
+            MapSpec("start", BPF_MAP_TYPE_HASH, 4, 8, MAX_ENTRIES),
+            MapSpec("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0),  # 0: one per CPU
         ],
         rodata=rodata,
     )

@@ -10,13 +10,14 @@ links and maps: nothing is pinned, so nothing survives the process.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Optional, Union
 
 from . import isa
 from .core import POISON_IMM
 from .errors import BPFSyscallError, PyBPFError, VerifierError
-from .maps import Map, MapSpec
-from .object import KernelCoreRequest, PreparedObject, PreparedProgram
+from .maps import Map
+from .object import Globals, KernelCoreRequest, PreparedObject, PreparedProgram
 from .syscall import (
     FD,
     btf_load,
@@ -74,25 +75,14 @@ class LoadedObject:
         if warning:
             self.warnings.append(warning)
         spec = self.prepared.spec
-        for mdef in spec.maps:
-            max_entries = mdef.max_entries
-            if mdef.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and max_entries == 0:
-                max_entries = max(possible_cpus()) + 1  # as libbpf sizes perf arrays
-            self.maps[mdef.name] = Map.create(
-                MapSpec(
-                    mdef.name, mdef.map_type, mdef.key_size, mdef.value_size, max_entries,
-                    mdef.flags,
-                )
-            )  # fmt: skip
+        for mspec in spec.maps:
+            if mspec.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and mspec.max_entries == 0:
+                # One slot per possible CPU, as libbpf sizes perf event arrays.
+                mspec = replace(mspec, max_entries=max(possible_cpus()) + 1)
+            self.maps[mspec.name] = Map.create(mspec)
         if spec.rodata is not None:
-            mdef = spec.rodata.map_def()
-            rodata = Map.create(
-                MapSpec(
-                    mdef.name, mdef.map_type, mdef.key_size, mdef.value_size, mdef.max_entries,
-                    mdef.flags,
-                )
-            )  # fmt: skip
-            self.maps[mdef.name] = rodata
+            rodata = Map.create(spec.rodata.map_spec())
+            self.maps[Globals.MAP_NAME] = rodata
             rodata.update(b"\0\0\0\0", spec.rodata.pack(self.rodata_values))
             rodata.freeze()
         for prog in self.prepared.programs:

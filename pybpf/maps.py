@@ -7,11 +7,11 @@ write one 8-byte-aligned slot per *possible* CPU, concatenated, as the kernel do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from . import syscall as _sys
 from .errors import PyBPFError
+from .object import MapSpec
 from .uapi import (
     BPF_ANY,
     BPF_MAP_TYPE_LRU_PERCPU_HASH,
@@ -28,23 +28,6 @@ _PERCPU_TYPES = frozenset(
         BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE,
     }
 )
-
-
-@dataclass
-class MapSpec:
-    """What a map is, before it exists in the kernel (deterministic, comparable)."""
-
-    name: str
-    map_type: int
-    key_size: int
-    value_size: int
-    max_entries: int
-    flags: int = 0
-    btf_fd: int = 0
-    btf_key_type_id: int = 0
-    btf_value_type_id: int = 0
-    inner_map_fd: int = 0
-    map_extra: int = 0
 
 
 class Map:

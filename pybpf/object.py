@@ -31,9 +31,10 @@ from .uapi import (
 )
 
 
-@dataclass(frozen=True)
-class MapDef:
-    """A map as a program declares it (libbpf's ``SEC(".maps")`` struct)."""
+@dataclass
+class MapSpec:
+    """A map as a program declares it (libbpf's ``SEC(".maps")`` struct), before it
+    exists in the kernel."""
 
     name: str
     map_type: int
@@ -41,6 +42,11 @@ class MapDef:
     value_size: int
     max_entries: int
     flags: int = 0
+    btf_fd: int = 0
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
+    inner_map_fd: int = 0
+    map_extra: int = 0
 
 
 class Globals:
@@ -74,8 +80,8 @@ class Globals:
         """Emit ``dst = &name``."""
         return a.ld_map_value(dst, self.MAP_NAME, self.offset(name))
 
-    def map_def(self) -> MapDef:
-        return MapDef(self.MAP_NAME, BPF_MAP_TYPE_ARRAY, 4, self.size, 1, BPF_F_RDONLY_PROG)
+    def map_spec(self) -> MapSpec:
+        return MapSpec(self.MAP_NAME, BPF_MAP_TYPE_ARRAY, 4, self.size, 1, BPF_F_RDONLY_PROG)
 
     def pack(self, values: dict[str, Union[int, bytes, str]]) -> bytes:
         """The map's value: each variable at its offset, zero elsewhere."""
@@ -117,11 +123,9 @@ class ProgramSpec:
 class ObjectSpec:
     name: str
     programs: list[ProgramSpec]
-    maps: list[MapDef] = field(default_factory=list)
+    maps: list[MapSpec] = field(default_factory=list)
     rodata: Optional[Globals] = None
 
-    def all_maps(self) -> list[MapDef]:
-        return self.maps + ([self.rodata.map_def()] if self.rodata else [])
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,16 @@ def _tracepoint_btf_id(btf: BTF, tp: str) -> int:
     return tid
 
 
+def _core_roots(programs: list[ProgramSpec]) -> list[CType]:
+    """The local root types of all CO-RE accesses, in first-use order."""
+    roots: list[CType] = []
+    for prog in programs:
+        for insn in prog.insns:
+            if isinstance(insn.core, CoreAccess) and insn.core.root not in roots:
+                roots.append(insn.core.root)
+    return roots
+
+
 def _program_kind(section: str) -> tuple[int, int]:
     kind = section.split("/", 1)[0]
     if kind == "tp_btf":
@@ -216,12 +230,7 @@ def _program_kind(section: str) -> tuple[int, int]:
 
 def prepare(spec: ObjectSpec, target: BTF) -> PreparedObject:
     """Relocate every program of ``spec`` for the kernel described by ``target``."""
-    roots: list[CType] = []
-    for prog in spec.programs:
-        for insn in prog.insns:
-            if isinstance(insn.core, CoreAccess) and insn.core.root not in roots:
-                roots.append(insn.core.root)
-    local_bytes, local_ids = encode_local_btf(roots)
+    local_bytes, local_ids = encode_local_btf(_core_roots(spec.programs))
     local_btf = BTF.from_bytes(local_bytes)
     engine = CoreEngine(local_btf, target)
     helpers = _HelperIds(target)
@@ -290,11 +299,7 @@ _CORE_RELO = struct.Struct("<IIII")  # struct bpf_core_relo
 
 def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCoreRequest:
     (prog,) = [p for p in spec.programs if p.name == program]
-    roots: list[CType] = []
-    for insn in prog.insns:
-        if isinstance(insn.core, CoreAccess) and insn.core.root not in roots:
-            roots.append(insn.core.root)
-    builder, ids = build_local_btf(roots)
+    builder, ids = build_local_btf(_core_roots([prog]))
     ctx = builder.add_ptr(builder.add_int("unsigned long long", 8))
     proto = builder.add_func_proto(builder.add_int("int", 4, signed=True), [("ctx", ctx)])
     func = builder.add_func(prog.name, proto, BTF_FUNC_STATIC)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from .errors import BPFSyscallError, PyBPFError, VerifierError
 from .uapi import BPF_LINK_TYPE_RAW_TRACEPOINT, BPF_LINK_TYPE_TRACING
@@ -778,35 +778,13 @@ def _set_btf_log(attr: BTFLoadAttr, level: int, buf: ctypes.Array, size: int) ->
     attr.btf_log_true_size = 0
 
 
-def prog_load(
-    prog_type: int,
-    insns: bytes,
-    license: str = "GPL",
-    *,
-    name: str = "",
-    expected_attach_type: int = 0,
-    prog_flags: int = 0,
-    kern_version: int = 0,
-    prog_btf_fd: int = 0,
-    func_info: bytes = b"",
-    func_info_rec_size: int = 8,
-    line_info: bytes = b"",
-    line_info_rec_size: int = 16,
-    attach_btf_id: int = 0,
-    attach_prog_fd: int = 0,
-    attach_btf_obj_fd: int = 0,
-    fd_array: Optional[Sequence[int]] = None,
-    core_relos: bytes = b"",
-    core_relo_rec_size: int = 16,
-    log_level: int = 0,
-    log_size: int = LOG_BUF_SIZE,
-) -> FD:
-    """BPF_PROG_LOAD. See :func:`prog_load_log` for the verifier log of a successful load.
+def prog_load(prog_type: int, insns: bytes, license: str = "GPL", **options: Any) -> FD:
+    """BPF_PROG_LOAD; takes the options of :func:`prog_load_log`, returns just the fd.
 
     With ``log_level=0`` the program is loaded without a log (fast path); on failure it is
     loaded again with ``log_level=1`` so the VerifierError carries the verifier's log.
     """
-    return prog_load_log(**locals())[0]  # all parameters, passed through
+    return prog_load_log(prog_type, insns, license, **options)[0]
 
 
 def prog_load_log(

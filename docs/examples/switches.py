@@ -15,7 +15,7 @@ from typing import TextIO
 from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, Asm
 from pybpf.cdecl import Struct, pid_t
 from pybpf.isa import Instruction
-from pybpf.object import MapDef, ObjectSpec, ProgramSpec
+from pybpf.object import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.tool import Tool
 from pybpf.uapi import BPF_F_CURRENT_CPU, BPF_MAP_TYPE_PERF_EVENT_ARRAY
 
@@ -55,7 +55,7 @@ class Switches(Tool):
         return ObjectSpec(
             "switches",
             programs=[ProgramSpec("switch", "tp_btf/sched_switch", sched_switch())],
-            maps=[MapDef("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0)],
+            maps=[MapSpec("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0)],
         )
 
     def header(self, args: argparse.Namespace, out: TextIO) -> None:
