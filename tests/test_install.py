@@ -16,13 +16,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run as root: loading BPF programs needs it")
-        pytest.skip("needs root")
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     where = tmp_path_factory.mktemp("venv")
@@ -52,8 +45,7 @@ def test_no_generic_top_level_names(installed):
         assert not (site / generic).exists(), f"{generic} landed in site-packages"
 
 
-def test_headline_command_in_fresh_venv(installed, tmp_path):
-    _require_root()
+def test_headline_command_in_fresh_venv(installed, tmp_path, need_root):
     path = str(installed / "bin")  # nothing else: no cc, no clang, no bpftool
     for tool in ("cc", "gcc", "clang", "llc", "bpftool"):
         assert shutil.which(tool, path=path) is None

@@ -9,7 +9,6 @@ what pybpf's engine computed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 
 import pytest
@@ -25,12 +24,8 @@ PATCHED = re.compile(
 POISONED = re.compile(r"relo #(\d+): substituting insn #(\d+) w/ invalid insn")
 
 
-@pytest.fixture(scope="module")
-def loaded():
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run as root")
-        pytest.skip("needs root")
+@pytest.fixture
+def loaded(need_root):
     btf = BTF.kernel()
     spec = runqslower.build_object()
     prepared = prepare(spec, btf)

@@ -7,16 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "switches.py"
 
 
-def test_user_program_file_runs(tmp_path):
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run as root")
-        pytest.skip("needs root")
+def test_user_program_file_runs(tmp_path, need_root):
     # Run from elsewhere, with the file given by path.
     out = subprocess.run(
         [sys.executable, "-m", "pybpf", "run", str(EXAMPLE), "--count", "20"],
