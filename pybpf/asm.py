@@ -21,7 +21,7 @@ with jump offsets resolved and every symbolic operand still attached.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Optional, Union
 
 from . import isa
 from .cdecl import CType, FieldRef
@@ -59,6 +59,8 @@ R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = (Reg(i) for i in range(11))
 FP = R10
 
 Operand = Union[Reg, int]
+
+MAX_BPF_STACK = 512  # bytes of stack per frame (include/linux/filter.h)
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,209 @@ class Asm:
             )
         )
 
+    # -- the rest of the ISA (RFC 9669 and the kernel's later additions) --------
+    def mul32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_MUL, isa.BPF_ALU, dst, src)
+
+    def div32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_DIV, isa.BPF_ALU, dst, src)
+
+    def mod32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_MOD, isa.BPF_ALU, dst, src)
+
+    def or32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_OR, isa.BPF_ALU, dst, src)
+
+    def xor32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_XOR, isa.BPF_ALU, dst, src)
+
+    def lsh32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_LSH, isa.BPF_ALU, dst, src)
+
+    def rsh32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_RSH, isa.BPF_ALU, dst, src)
+
+    def arsh32(self, dst: Reg, src: Operand) -> Asm:
+        return self._alu(isa.BPF_ARSH, isa.BPF_ALU, dst, src)
+
+    def neg32(self, dst: Reg) -> Asm:
+        return self.emit(isa.Instruction(isa.BPF_ALU | isa.BPF_NEG, dst.index))
+
+    def _signed(self, op: int, cls: int, dst: Reg, src: Operand) -> Asm:
+        self._alu(op, cls, dst, src)
+        self.insns[-1] = self.insns[-1].with_(off=isa.BPF_SIGNED_DIV_OFF)
+        return self
+
+    def sdiv(self, dst: Reg, src: Operand) -> Asm:
+        """Signed 64-bit division (cpu v4, Linux 6.6); by zero gives 0."""
+        return self._signed(isa.BPF_DIV, isa.BPF_ALU64, dst, src)
+
+    def smod(self, dst: Reg, src: Operand) -> Asm:
+        """Signed 64-bit modulo (cpu v4, Linux 6.6); by zero leaves dst."""
+        return self._signed(isa.BPF_MOD, isa.BPF_ALU64, dst, src)
+
+    def sdiv32(self, dst: Reg, src: Operand) -> Asm:
+        return self._signed(isa.BPF_DIV, isa.BPF_ALU, dst, src)
+
+    def smod32(self, dst: Reg, src: Operand) -> Asm:
+        return self._signed(isa.BPF_MOD, isa.BPF_ALU, dst, src)
+
+    def movsx(self, dst: Reg, src: Reg, bits: int) -> Asm:
+        """``dst = (s<bits>)src`` sign-extended to 64 bits (cpu v4, Linux 6.6)."""
+        if bits not in (8, 16, 32):
+            raise AsmError(f"movsx: {bits}-bit source (8, 16 or 32)")
+        code = isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_X
+        return self.emit(isa.Instruction(code, dst.index, src.index, bits))
+
+    def movsx32(self, dst: Reg, src: Reg, bits: int) -> Asm:
+        """``wdst = (s<bits>)wsrc`` (cpu v4, Linux 6.6)."""
+        if bits not in (8, 16):
+            raise AsmError(f"movsx32: {bits}-bit source (8 or 16)")
+        code = isa.BPF_ALU | isa.BPF_MOV | isa.BPF_X
+        return self.emit(isa.Instruction(code, dst.index, src.index, bits))
+
+    def _end(self, code: int, dst: Reg, bits: int) -> Asm:
+        if bits not in (16, 32, 64):
+            raise AsmError(f"byte swap of {bits} bits (16, 32 or 64)")
+        return self.emit(isa.Instruction(code | isa.BPF_END, dst.index, 0, 0, bits))
+
+    def le(self, dst: Reg, bits: int) -> Asm:
+        """``dst = htole<bits>(dst)``: truncation on a little-endian machine."""
+        return self._end(isa.BPF_ALU | isa.BPF_TO_LE, dst, bits)
+
+    def be(self, dst: Reg, bits: int) -> Asm:
+        """``dst = htobe<bits>(dst)``."""
+        return self._end(isa.BPF_ALU | isa.BPF_TO_BE, dst, bits)
+
+    def bswap(self, dst: Reg, bits: int) -> Asm:
+        """Unconditional byte swap (cpu v4, Linux 6.6)."""
+        return self._end(isa.BPF_ALU64 | isa.BPF_TO_LE, dst, bits)
+
+    def addr_space_cast(self, dst: Reg, src: Reg, dst_as: int, src_as: int) -> Asm:
+        """Arena pointer cast between address spaces (Linux 6.9)."""
+        if not (0 <= dst_as < 1 << 16 and 0 <= src_as < 1 << 16):
+            raise AsmError("addr_space_cast: address spaces are 16-bit")
+        code = isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_X
+        imm = dst_as << 16 | src_as
+        return self.emit(
+            isa.Instruction(code, dst.index, src.index, isa.BPF_ADDR_SPACE_CAST, imm)
+        )
+
+    def ldxsx(self, dst: Reg, src: Reg, off: int, *, size: int) -> Asm:
+        """``dst = *(s<size*8> *)(src + off)``, sign-extended (cpu v4, Linux 6.6)."""
+        if size not in (1, 2, 4):
+            raise AsmError(f"sign-extending load of {size} bytes (1, 2 or 4)")
+        code = isa.BPF_LDX | isa.BPF_MEMSX | isa.size_from_bytes(size)
+        return self.emit(isa.Instruction(code, dst.index, src.index, self._off(off)))
+
+    def ld_abs(self, imm: int, *, size: int) -> Asm:
+        """``r0 = ntoh(*(u<size*8> *)(skb->data + imm))`` (socket filters; clobbers r1-r5)."""
+        if size == 8:
+            raise AsmError("legacy packet loads are 1, 2 or 4 bytes")
+        code = isa.BPF_LD | isa.BPF_ABS | isa.size_from_bytes(size)
+        return self.emit(isa.Instruction(code, 0, 0, 0, _check_imm32(imm, "ld_abs")))
+
+    def ld_ind(self, src: Reg, imm: int, *, size: int) -> Asm:
+        """``r0 = ntoh(*(u<size*8> *)(skb->data + src + imm))``."""
+        if size == 8:
+            raise AsmError("legacy packet loads are 1, 2 or 4 bytes")
+        code = isa.BPF_LD | isa.BPF_IND | isa.size_from_bytes(size)
+        return self.emit(isa.Instruction(code, 0, src.index, 0, _check_imm32(imm, "ld_ind")))
+
+    def _atomic(self, dst: Reg, off: int, src: Reg, size: int, op: int) -> Asm:
+        if size not in (4, 8) and op not in (isa.BPF_LOAD_ACQ, isa.BPF_STORE_REL):
+            raise AsmError(f"atomic operation on {size} bytes (4 or 8)")
+        code = isa.BPF_STX | isa.BPF_ATOMIC | isa.size_from_bytes(size)
+        return self.emit(isa.Instruction(code, dst.index, src.index, self._off(off), op))
+
+    def atomic_add(self, dst: Reg, off: int, src: Reg, *, size: int = 8,
+                   fetch: bool = False) -> Asm:  # fmt: skip
+        """``lock *(dst + off) += src``; with ``fetch``, src gets the old value (5.12)."""
+        return self._atomic(dst, off, src, size, isa.BPF_ADD | (isa.BPF_FETCH if fetch else 0))
+
+    def atomic_or(self, dst: Reg, off: int, src: Reg, *, size: int = 8,
+                  fetch: bool = False) -> Asm:  # fmt: skip
+        return self._atomic(dst, off, src, size, isa.BPF_OR | (isa.BPF_FETCH if fetch else 0))
+
+    def atomic_and(self, dst: Reg, off: int, src: Reg, *, size: int = 8,
+                   fetch: bool = False) -> Asm:  # fmt: skip
+        return self._atomic(dst, off, src, size, isa.BPF_AND | (isa.BPF_FETCH if fetch else 0))
+
+    def atomic_xor(self, dst: Reg, off: int, src: Reg, *, size: int = 8,
+                   fetch: bool = False) -> Asm:  # fmt: skip
+        return self._atomic(dst, off, src, size, isa.BPF_XOR | (isa.BPF_FETCH if fetch else 0))
+
+    def atomic_xchg(self, dst: Reg, off: int, src: Reg, *, size: int = 8) -> Asm:
+        """``src = xchg(dst + off, src)`` (Linux 5.12)."""
+        return self._atomic(dst, off, src, size, isa.BPF_XCHG)
+
+    def atomic_cmpxchg(self, dst: Reg, off: int, src: Reg, *, size: int = 8) -> Asm:
+        """``r0 = cmpxchg(dst + off, r0, src)`` (Linux 5.12)."""
+        return self._atomic(dst, off, src, size, isa.BPF_CMPXCHG)
+
+    def load_acquire(self, dst: Reg, src: Reg, off: int, *, size: int) -> Asm:
+        """``dst = load_acquire(src + off)`` (Linux 6.15)."""
+        return self._atomic(src, off, dst, size, isa.BPF_LOAD_ACQ)
+
+    def store_release(self, dst: Reg, off: int, src: Reg, *, size: int) -> Asm:
+        """``store_release(dst + off, src)`` (Linux 6.15)."""
+        return self._atomic(dst, off, src, size, isa.BPF_STORE_REL)
+
+    def gotol(self, target: str) -> Asm:
+        """``gotol``: a jump with a 32-bit offset (cpu v4, Linux 6.6); ``ja`` turns into
+        one by itself when its target is beyond 16 bits."""
+        return self.emit(isa.Instruction(isa.BPF_JMP32 | isa.BPF_JA, label=target))
+
+    def may_goto(self, target: str) -> Asm:
+        """Jumps to ``target`` once the verifier's loop budget is spent (Linux 6.9)."""
+        return self.emit(isa.Instruction(isa.BPF_JMP | isa.BPF_JCOND, label=target))
+
+    def subprog(self, name: str) -> Asm:
+        """Start a BPF subprogram (a bpf-to-bpf call target, Linux 4.16): r1-r5 are its
+        arguments, r0 its result, r6-r9 and its own stack are preserved for the caller."""
+        return self.label(name)
+
+    def call_sub(self, name: str) -> Asm:
+        """Call the subprogram ``name`` (BPF_PSEUDO_CALL, offset resolved at assemble)."""
+        code = isa.BPF_JMP | isa.BPF_CALL
+        return self.emit(isa.Instruction(code, 0, isa.BPF_PSEUDO_CALL, label=name))
+
+    def call_kfunc(self, btf_id: int, module: int = 0) -> Asm:
+        """Call a kernel function by its BTF FUNC id (Linux 5.13); ``module`` indexes
+        fd_array for a module's BTF, 0 is vmlinux."""
+        code = isa.BPF_JMP | isa.BPF_CALL
+        return self.emit(isa.Instruction(code, 0, isa.BPF_PSEUDO_KFUNC_CALL, module, btf_id))
+
+    def ld_func(self, dst: Reg, name: str) -> Asm:
+        """``dst = &subprog`` (BPF_PSEUDO_FUNC, Linux 5.13): callbacks of bpf_loop and co."""
+        return self.emit(
+            isa.Instruction(isa.LD_IMM64, dst.index, isa.BPF_PSEUDO_FUNC, label=name)
+        )
+
+    def ld_btf_id(self, dst: Reg, btf_id: int, module_fd: int = 0) -> Asm:
+        """``dst = &ksym`` of a BTF VAR (BPF_PSEUDO_BTF_ID, Linux 5.10)."""
+        imm = module_fd << 32 | btf_id
+        return self.emit(isa.Instruction(isa.LD_IMM64, dst.index, isa.BPF_PSEUDO_BTF_ID, imm=imm))
+
+    def ld_map_idx(self, dst: Reg, index: int, offset: Optional[int] = None) -> Asm:
+        """``dst = fd_array[index]`` (BPF_PSEUDO_MAP_IDX, Linux 5.14), or with ``offset``
+        a pointer into its value (BPF_PSEUDO_MAP_IDX_VALUE)."""
+        if offset is None:
+            src, imm = isa.BPF_PSEUDO_MAP_IDX, index
+        else:
+            src, imm = isa.BPF_PSEUDO_MAP_IDX_VALUE, offset << 32 | index
+        return self.emit(isa.Instruction(isa.LD_IMM64, dst.index, src, imm=imm))
+
+    def stack(self, size: int, align: int = 8) -> int:
+        """Allocate ``size`` bytes of the 512-byte stack; returns the offset from FP
+        (negative), aligned to ``align``."""
+        top = getattr(self, "_stack", 0) + size
+        top = -(-top // align) * align
+        if top > MAX_BPF_STACK:
+            raise AsmError(f"stack: {top} bytes exceed the {MAX_BPF_STACK}-byte BPF stack")
+        self._stack = top
+        return -top
+
     # -- CO-RE -----------------------------------------------------------
     def ldx_core(self, dst: Reg, src: Reg, field: FieldRef) -> Asm:
         """``dst = src->field``: offset and width relocated to the target kernel."""
@@ -278,25 +483,57 @@ class Asm:
         return self.emit(isa.Instruction(code, dst.index, 0, 0, field.size, core=core))
 
     # -- result ----------------------------------------------------------
-    def assemble(self) -> list[isa.Instruction]:
-        """Resolve labels into jump offsets (in 8-byte slots, range-checked)."""
-        slot_of: list[int] = []
-        slot = 0
-        for insn in self.insns:
-            slot_of.append(slot)
-            slot += insn.slots
-        slot_of.append(slot)
-        out: list[isa.Instruction] = []
-        for index, insn in enumerate(self.insns):
-            if insn.label is not None:
-                if insn.label not in self.labels:
-                    raise AsmError(f"jump to undefined label {insn.label!r}")
-                delta = slot_of[self.labels[insn.label]] - slot_of[index] - 1
-                if not -(1 << 15) <= delta < (1 << 15):
-                    raise AsmError(f"jump to {insn.label!r} spans {delta} slots: beyond 16 bits")
-                insn = insn.with_(off=delta)
-            out.append(insn)
-        if not out or out[-1].opcode not in (isa.BPF_JMP | isa.BPF_EXIT, isa.BPF_JMP | isa.BPF_JA):
-            raise AsmError("program does not end with exit or an unconditional jump")
-        return out
+    def assemble(self, require_exit: bool = True) -> list[isa.Instruction]:
+        """Resolve labels into jump offsets (in 8-byte slots, range-checked); an
+        unconditional ``ja`` whose target is beyond 16 bits becomes ``gotol``."""
+        return link(self.insns, self.labels, require_exit=require_exit)
 
+
+def link(
+    insns: list[isa.Instruction],
+    labels: dict[str, int],
+    *,
+    require_exit: bool = False,
+    where: Optional[Callable[[int], str]] = None,
+) -> list[isa.Instruction]:
+    """Resolve every ``label`` (index into ``insns``) to a slot delta: ``off`` of jumps,
+    ``imm`` of ``gotol``, bpf-to-bpf calls and ``func`` references.  ``where(i)`` prefixes
+    error messages (e.g. a file and line)."""
+    slot_of: list[int] = []
+    slot = 0
+    for insn in insns:
+        slot_of.append(slot)
+        slot += insn.slots
+    slot_of.append(slot)
+    out: list[isa.Instruction] = []
+    for index, insn in enumerate(insns):
+        if insn.label is not None:
+            at = where(index) if where is not None else ""
+            target = labels.get(insn.label)
+            if target is None:
+                raise AsmError(f"{at}jump to undefined label {insn.label!r}")
+            delta = slot_of[target] - slot_of[index] - 1
+            code, cls = insn.opcode, insn.opcode & 0x07
+            in_imm = (
+                code == isa.LD_IMM64
+                or (cls == isa.BPF_JMP32 and code & 0xF0 == isa.BPF_JA)
+                or (cls == isa.BPF_JMP and code & 0xF0 == isa.BPF_CALL)
+            )
+            if in_imm:
+                if not -(1 << 31) <= delta < (1 << 31):
+                    raise AsmError(f"{at}reference to {insn.label!r} spans {delta} slots")
+                insn = insn.with_(imm=delta & 0xFFFFFFFF if code == isa.LD_IMM64 else delta)
+            elif -(1 << 15) <= delta < (1 << 15):
+                insn = insn.with_(off=delta)
+            elif code == isa.BPF_JMP | isa.BPF_JA:
+                insn = insn.with_(opcode=isa.BPF_JMP32 | isa.BPF_JA, off=0, imm=delta)
+            else:
+                raise AsmError(
+                    f"{at}jump to {insn.label!r} spans {delta} slots: beyond 16 bits "
+                    "(jump to a nearby unconditional jump: it becomes gotol)"
+                )
+        out.append(insn)
+    ends = (isa.BPF_JMP | isa.BPF_EXIT, isa.BPF_JMP | isa.BPF_JA, isa.BPF_JMP32 | isa.BPF_JA)
+    if require_exit and (not out or out[-1].opcode not in ends):
+        raise AsmError("program does not end with exit or an unconditional jump")
+    return out

@@ -59,6 +59,16 @@ BPF_MOV = 0xB0
 BPF_ARSH = 0xC0
 BPF_END = 0xD0
 
+# BPF_END source bit: BPF_TO_LE (BPF_K) / BPF_TO_BE (BPF_X) in BPF_ALU; in BPF_ALU64 with
+# BPF_K it is an unconditional byte swap ("bswap", cpu v4, Linux 6.6).
+BPF_TO_LE = 0x00
+BPF_TO_BE = 0x08
+# ``off`` of BPF_DIV/BPF_MOD: signed division/modulo (cpu v4, Linux 6.6).
+BPF_SIGNED_DIV_OFF = 1
+# ``off`` of BPF_ALU64 | BPF_MOV | BPF_X: sign-extending moves (8/16/32, cpu v4, Linux 6.6)
+# and, with off 1, an address-space cast for arena pointers (Linux 6.9).
+BPF_ADDR_SPACE_CAST = 1
+
 # Jump operations.
 BPF_JA = 0x00
 BPF_JEQ = 0x10
@@ -74,6 +84,15 @@ BPF_JLT = 0xA0
 BPF_JLE = 0xB0
 BPF_JSLT = 0xC0
 BPF_JSLE = 0xD0
+BPF_JCOND = 0xE0  # with src_reg BPF_MAY_GOTO: may_goto (Linux 6.9)
+BPF_MAY_GOTO = 0
+
+# Atomic operations: the immediate of BPF_STX | BPF_ATOMIC (Linux 5.12; 32-bit BPF_ADD 5.0).
+BPF_FETCH = 0x01
+BPF_XCHG = 0xE0 | BPF_FETCH
+BPF_CMPXCHG = 0xF0 | BPF_FETCH
+BPF_LOAD_ACQ = 0x100  # load-acquire (Linux 6.15)
+BPF_STORE_REL = 0x110  # store-release (Linux 6.15)
 
 # src_reg values of LD_IMM64 that make the immediate a reference.
 BPF_PSEUDO_MAP_FD = 1
@@ -128,15 +147,17 @@ class Instruction:
     map: Optional[str] = None
     core: Any = None
     comment: Optional[str] = None
+    #: 8 bytes that are no instruction (``.quad`` in assembly text); fields are ignored
+    raw: Optional[bytes] = None
 
     @property
     def is_ld_imm64(self) -> bool:
-        return self.opcode == LD_IMM64
+        return self.opcode == LD_IMM64 and self.raw is None
 
     @property
     def slots(self) -> int:
         """Number of 8-byte slots: 2 for LD_IMM64, 1 otherwise."""
-        return 2 if self.opcode == LD_IMM64 else 1
+        return 2 if self.opcode == LD_IMM64 and self.raw is None else 1
 
     @property
     def cls(self) -> int:
@@ -152,6 +173,8 @@ class Instruction:
 
     def encode(self) -> bytes:
         """Little-endian bytes of this instruction (8, or 16 for LD_IMM64)."""
+        if self.raw is not None:
+            return self.raw
         regs = (self.src & 0xF) << 4 | (self.dst & 0xF)
         if self.opcode == LD_IMM64:
             imm = self.imm & 0xFFFFFFFFFFFFFFFF
@@ -189,3 +212,149 @@ def decode(data: bytes) -> list[Instruction]:
             imm = (imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32)
         insns.append(Instruction(opcode, regs & 0xF, regs >> 4, off, imm))
     return insns
+
+
+# ---------------------------------------------------------------------------
+# Which encodings are instructions (RFC 9669 plus the kernel's later additions)
+
+MAX_REG = 10
+ALU_OPS = (BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH,
+           BPF_NEG, BPF_MOD, BPF_XOR, BPF_MOV, BPF_ARSH, BPF_END)  # fmt: skip
+JMP_CONDS = (BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET, BPF_JNE, BPF_JSGT, BPF_JSGE,
+             BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE)  # fmt: skip
+ATOMIC_OPS = (BPF_ADD, BPF_OR, BPF_AND, BPF_XOR, BPF_ADD | BPF_FETCH, BPF_OR | BPF_FETCH,
+              BPF_AND | BPF_FETCH, BPF_XOR | BPF_FETCH, BPF_XCHG, BPF_CMPXCHG)  # fmt: skip
+LD_IMM64_SOURCES = range(0, BPF_PSEUDO_MAP_IDX_VALUE + 1)
+
+
+def check(insn: Instruction) -> Optional[str]:
+    """Why ``insn`` is not an eBPF instruction, or None if it is one.
+
+    Reserved fields must be zero (the verifier rejects them: "uses reserved
+    fields"), registers are r0..r10, and only the opcodes, ``off`` variants
+    and atomic immediates of the ISA exist.  This is the set the disassembler
+    prints as instructions; anything else it prints as raw data."""
+    code, dst, src, off, imm = insn.opcode, insn.dst, insn.src, insn.off, insn.imm
+    cls = code & 0x07
+    if insn.raw is not None:
+        return "raw data"
+    if not 0 <= code <= 0xFF:
+        return "opcode is not a byte"
+    if dst > MAX_REG or (src > MAX_REG and code != LD_IMM64):
+        return "register beyond r10"
+    if code == LD_IMM64:
+        if src not in LD_IMM64_SOURCES or off:
+            return "LD_IMM64 with unknown source or nonzero offset"
+        return None
+    if not -(1 << 31) <= imm < (1 << 31) and not (0 <= imm < (1 << 32)):
+        return "immediate beyond 32 bits"
+    if cls in (BPF_ALU, BPF_ALU64):
+        op, x = code & 0xF0, code & BPF_X
+        if op not in ALU_OPS:
+            return "unknown ALU operation"
+        if op == BPF_NEG:
+            return None if not (x or src or off or imm) else "neg uses reserved fields"
+        if op == BPF_END:
+            if (cls == BPF_ALU64 and x) or src or off or imm not in (16, 32, 64):
+                return "bad byte swap"
+            return None
+        if x:
+            if imm and not (op == BPF_MOV and cls == BPF_ALU64 and off == BPF_ADDR_SPACE_CAST):
+                return "register operation with an immediate"
+        elif src:
+            return "immediate operation with a source register"
+        if op in (BPF_DIV, BPF_MOD):
+            return None if off in (0, BPF_SIGNED_DIV_OFF) else "bad division offset"
+        if op == BPF_MOV and x:
+            allowed = (0, 8, 16, 32, BPF_ADDR_SPACE_CAST) if cls == BPF_ALU64 else (0, 8, 16)
+            return None if off in allowed else "bad mov offset"
+        return None if off == 0 else "ALU operation with an offset"
+    if cls in (BPF_JMP, BPF_JMP32):
+        op, x = code & 0xF0, code & BPF_X
+        if op == BPF_JA:
+            if x or src or dst:
+                return "ja uses reserved fields"
+            if cls == BPF_JMP:
+                return None if imm == 0 else "goto with an immediate (gotol is JMP32)"
+            return None if off == 0 else "gotol with an offset"
+        if op in JMP_CONDS:
+            if x:
+                return None if imm == 0 else "register jump with an immediate"
+            return None if src == 0 else "immediate jump with a source register"
+        if cls == BPF_JMP32:
+            return "call, exit and may_goto exist only in BPF_JMP"
+        if op == BPF_CALL:
+            if x:  # callx: target address in dst (LLVM's encoding)
+                return None if not (src or off or imm) else "callx uses reserved fields"
+            if dst:
+                return "call with a destination register"
+            if src == BPF_PSEUDO_KFUNC_CALL:
+                return None
+            return None if src in (0, BPF_PSEUDO_CALL) and off == 0 else "bad call"
+        if op == BPF_EXIT:
+            return None if not (x or dst or src or off or imm) else "exit uses reserved fields"
+        if op == BPF_JCOND:
+            if x or dst or src != BPF_MAY_GOTO or imm:
+                return "may_goto uses reserved fields"
+            return None
+        return "unknown jump operation"
+    mode, size = code & 0xE0, code & 0x18
+    if cls == BPF_LD:
+        if mode not in (BPF_ABS, BPF_IND) or size == BPF_DW:
+            return "unknown BPF_LD mode"
+        if dst or off or (mode == BPF_ABS and src):
+            return "legacy packet load uses reserved fields"
+        return None
+    if cls == BPF_LDX:
+        if mode == BPF_MEMSX and size == BPF_DW:
+            return "no sign-extending 8-byte load"
+        if mode not in (BPF_MEM, BPF_MEMSX):
+            return "unknown BPF_LDX mode"
+        return None if imm == 0 else "load with an immediate"
+    if cls == BPF_ST:
+        if mode != BPF_MEM:
+            return "unknown BPF_ST mode"
+        return None if src == 0 else "store of an immediate with a source register"
+    # BPF_STX
+    if mode == BPF_MEM:
+        return None if imm == 0 else "store with an immediate"
+    if mode == BPF_ATOMIC:
+        if imm in (BPF_LOAD_ACQ, BPF_STORE_REL):
+            return None
+        if size not in (BPF_W, BPF_DW):
+            return "atomic read-modify-write of 1 or 2 bytes"
+        return None if imm in ATOMIC_OPS else "unknown atomic operation"
+    return "unknown BPF_STX mode"
+
+
+def raw(data: bytes) -> Instruction:
+    """An 8-byte slot kept as data (``.quad``), e.g. half of a broken LD_IMM64."""
+    if len(data) != 8:
+        raise ValueError("raw slots are 8 bytes")
+    opcode, regs, off, imm = _SLOT.unpack(data)
+    return Instruction(opcode, regs & 0xF, regs >> 4, off, imm, raw=bytes(data))
+
+
+def decode_all(data: bytes) -> list[Instruction]:
+    """Like :func:`decode`, but lossless for any bytes: an LD_IMM64 whose second
+    slot is not a plain continuation (code, registers and offset zero), or that
+    ends the program, becomes a :func:`raw` slot and decoding goes on."""
+    if len(data) % 8:
+        raise ValueError(f"program length {len(data)} is not a multiple of 8 bytes")
+    out: list[Instruction] = []
+    pos, n = 0, len(data)
+    unpack = _SLOT.unpack_from
+    while pos < n:
+        opcode, regs, off, imm = unpack(data, pos)
+        if opcode == LD_IMM64:
+            if pos + 8 < n and data[pos + 8 : pos + 12] == b"\0\0\0\0":
+                hi = unpack(data, pos + 8)[3]
+                imm = (imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32)
+                out.append(Instruction(opcode, regs & 0xF, regs >> 4, off, imm))
+                pos += 16
+                continue
+            out.append(raw(data[pos : pos + 8]))
+        else:
+            out.append(Instruction(opcode, regs & 0xF, regs >> 4, off, imm))
+        pos += 8
+    return out

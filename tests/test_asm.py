@@ -50,9 +50,16 @@ def test_undefined_label_and_missing_exit():
         Asm().mov(R0, 0).assemble()
 
 
-def test_jump_beyond_16_bits_is_an_error():
+def test_jump_beyond_16_bits_becomes_gotol_or_is_an_error():
     a = Asm()
     a.ja("far")
+    for _ in range(40000):
+        a.mov(R0, 0)
+    a.label("far").exit()
+    first = a.assemble()[0]
+    assert (first.opcode, first.off, first.imm) == (isa.BPF_JMP32 | isa.BPF_JA, 0, 40000)
+    a = Asm()
+    a.jeq(R1, 0, "far")
     for _ in range(40000):
         a.mov(R0, 0)
     a.label("far").exit()
