@@ -26,13 +26,23 @@ from pybpf.uapi import (
     BPF_ANY,
     BPF_F_CURRENT_CPU,
     BPF_MAP_TYPE_HASH,
+    BPF_MAP_TYPE_PERCPU_ARRAY,
     BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_MAP_TYPE_RINGBUF,
 )
 
 TASK_COMM_LEN = 16
 TASK_RUNNING = 0
 MAX_ENTRIES = 10240
 DEFAULT_MIN_US = 10000
+TRANSPORTS = ("ringbuf", "perf")
+# BPF ring buffer size (a power-of-two number of pages): ~300,000 events, i.e. seconds of
+# backlog at this VM's switch rates while the reader sleeps between timer-driven drains.
+RINGBUF_SIZE = 16 << 20
+# bpf_ringbuf_output() flags and bpf_ringbuf_query() flags (include/uapi/linux/bpf.h, 5.8).
+BPF_RB_NO_WAKEUP = 1 << 0
+BPF_RB_FORCE_WAKEUP = 1 << 1
+BPF_RB_AVAIL_DATA = 0
 
 # --- local types: only the members we read (the target's BTF has the rest) ---
 # struct task_struct { pid_t pid; pid_t tgid; char comm[TASK_COMM_LEN]; }
@@ -125,9 +135,13 @@ def get_task_state(a: Asm, dst: Reg, task: Reg) -> None:
     a.label("state_done")
 
 
-def sched_switch() -> list[Instruction]:
+def sched_switch(transport: str = "perf") -> list[Instruction]:
     """SEC("tp_btf/sched_switch")
-    int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)"""
+    int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+
+    ``transport`` picks the events map, as ``#ifdef``s would in C: ``"perf"`` outputs
+    through the perf event array (libbpf-tools), ``"ringbuf"`` through a BPF ring buffer
+    without a wakeup per event."""
     a = Asm()
     a.mov(R6, R1)  # ctx
     a.ldx(R7, R6, 1 * CTX_ARG, size=8)  # prev
@@ -191,13 +205,41 @@ def sched_switch() -> list[Instruction]:
         a.mov(R3, task).add_offsetof(R3, task_struct.comm)
         a.call("probe_read_kernel_str")
 
-    # bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event));
-    a.mov(R1, R6)
-    a.ld_map_fd(R2, "events")
-    a.mov32(R3, BPF_F_CURRENT_CPU)
-    a.mov(R4, FP).add(R4, EVENT)
-    a.mov(R5, event.size)
-    a.call("perf_event_output")
+    if transport == "ringbuf":
+        # /* wake the reader only when half full: it drains on a timer otherwise */
+        # flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > RINGBUF_SIZE / 2 ?
+        #         BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+        a.ld_map_fd(R1, "events")
+        a.mov(R2, BPF_RB_AVAIL_DATA)
+        a.call("ringbuf_query")
+        a.mov(R4, BPF_RB_NO_WAKEUP)
+        a.jle(R0, RINGBUF_SIZE // 2, "quiet")
+        a.mov(R4, BPF_RB_FORCE_WAKEUP)
+        a.label("quiet")
+        # err = bpf_ringbuf_output(&events, &event, sizeof(event), flags);
+        a.ld_map_fd(R1, "events")
+        a.mov(R2, FP).add(R2, EVENT)
+        a.mov(R3, event.size)
+        a.call("ringbuf_output")
+    else:
+        # err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event));
+        a.mov(R1, R6)
+        a.ld_map_fd(R2, "events")
+        a.mov32(R3, BPF_F_CURRENT_CPU)
+        a.mov(R4, FP).add(R4, EVENT)
+        a.mov(R5, event.size)
+        a.call("perf_event_output")
+    # if (err) { __u32 zero = 0; __u64 *n = bpf_map_lookup_elem(&lost, &zero); if (n) (*n)++; }
+    a.jeq(R0, 0, "sent")
+    a.st(FP, TS, 0, size=4)
+    a.ld_map_fd(R1, "lost")
+    a.mov(R2, FP).add(R2, TS)
+    a.call("map_lookup_elem")
+    a.jeq(R0, 0, "sent")
+    a.ldx(R1, R0, 0, size=8)
+    a.add(R1, 1)
+    a.stx(R0, 0, R1, size=8)  # a per-CPU slot: no other writer
+    a.label("sent")
 
     # bpf_map_delete_elem(&start, &pid);
     a.ld_map_fd(R1, "start")
@@ -208,18 +250,27 @@ def sched_switch() -> list[Instruction]:
     return a.assemble()
 
 
-def build_object() -> ObjectSpec:
+def build_object(transport: str = "perf") -> ObjectSpec:
+    """The object for one events transport: ``"perf"`` or ``"ringbuf"`` (Linux 5.8)."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+    events = (
+        MapSpec("events", BPF_MAP_TYPE_RINGBUF, 0, 0, RINGBUF_SIZE)
+        if transport == "ringbuf"
+        else MapSpec("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0)  # 0: one per CPU
+    )
     wakeup = sched_wakeup()
     return ObjectSpec(
         "runqslower",
         programs=[
             ProgramSpec("sched_wakeup", "tp_btf/sched_wakeup", wakeup),
             ProgramSpec("sched_wakeup_new", "tp_btf/sched_wakeup_new", wakeup),
-            ProgramSpec("sched_switch", "tp_btf/sched_switch", sched_switch()),
+            ProgramSpec("sched_switch", "tp_btf/sched_switch", sched_switch(transport)),
         ],
         maps=[
             MapSpec("start", BPF_MAP_TYPE_HASH, 4, 8, MAX_ENTRIES),
-            MapSpec("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0),  # 0: one per CPU
+            events,
+            MapSpec("lost", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),  # failed outputs per CPU
         ],
         rodata=rodata,
     )
@@ -231,7 +282,27 @@ assert _EVENT.size == event.size
 
 
 def _comm(raw: bytes) -> str:
+    """A task name as text, for JSON (json.dumps escapes control characters)."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    if c == "\\":
+        return "\\\\"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable_comm(raw: bytes) -> str:
+    """A task name safe for a terminal: any process can name itself (``prctl(PR_SET_NAME)``)
+    with escape sequences such as ``\\x1b[2J``, so control and other non-printable
+    characters, undecodable bytes and the backslash itself are shown as ``\\xNN`` escapes."""
+    text = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else _escape_char(c) for c in text)
 
 
 def _non_negative(text: str) -> int:
@@ -255,6 +326,7 @@ class RunqSlower(Tool):
     name = "runqslower"
     description = "Trace high run queue latency (like libbpf-tools' runqslower)."
     events_map = "events"
+    lost_map = "lost"  # per-CPU count of failed outputs (the ring buffer reports no losses)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -271,6 +343,11 @@ class RunqSlower(Tool):
             help="also show the previous task's name and TID",
         )  # fmt: skip
         parser.add_argument("--json", action="store_true", help="one JSON object per event")
+        parser.add_argument(
+            "--transport", choices=("auto",) + TRANSPORTS, default="auto",
+            help="events from the kernel through a BPF ring buffer (Linux 5.8) or per-CPU "
+            "perf buffers; auto: the ring buffer when the kernel has it",
+        )  # fmt: skip
 
     def check_arguments(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if args.min_us_pos is not None and args.min_us is not None:
@@ -286,7 +363,14 @@ class RunqSlower(Tool):
                 parser.error(f"-c COMM must be 1 to {TASK_COMM_LEN - 1} bytes")
 
     def build(self, args: argparse.Namespace) -> ObjectSpec:
-        return build_object()
+        transport = getattr(args, "transport", "auto")
+        if transport == "auto":
+            # Imported here: probing is a bpf() call, needed only when loading.
+            from pybpf import probes
+
+            transport = "ringbuf" if probes.have_ringbuf() else "perf"
+        args.transport = transport
+        return build_object(transport)
 
     def rodata(self, args: argparse.Namespace) -> dict:
         return {
@@ -313,21 +397,55 @@ class RunqSlower(Tool):
             out.write(f"{'TIME':<8} {'COMM':<16} {'TID':<6} {'LAT(us)':>14}\n")
 
     def on_event(self, cpu: int, data: bytes, out: TextIO) -> None:
-        task, prev_task, delta_us, pid, prev_pid = _EVENT.unpack_from(data)
+        self.on_events(cpu, [data], out)
+
+    def on_events(self, cpu: int, records: list[bytes], out: TextIO) -> None:
+        """A batch of events, written with one ``write``: formatting is cached per task name
+        (names repeat), and the time is read once per batch (batches span <= 100 ms)."""
         ts = time.strftime("%H:%M:%S")
+        unpack = _EVENT.unpack_from
         args = self.args
+        cache = self._names
+        if len(cache) > 4096:
+            cache.clear()
+        lines = []
+        append = lines.append
         if args.json:
-            record = {"time": ts, "comm": _comm(task), "tid": pid, "lat_us": delta_us}
-            if args.previous:
-                record.update(prev_comm=_comm(prev_task), prev_tid=prev_pid)
-            out.write(json.dumps(record) + "\n")
-        elif args.previous:
-            out.write(
-                f"{ts:<8} {_comm(task):<16} {pid:<6} {delta_us:>14} {_comm(prev_task):<16} "
-                f"{prev_pid:<6}\n"
-            )
+            dumps = json.dumps
+            for data in records:
+                task, prev_task, delta_us, pid, prev_pid = unpack(data)
+                comm = cache.get(task)
+                if comm is None:
+                    comm = cache[task] = dumps(_comm(task))
+                if args.previous:
+                    prev = cache.get(prev_task)
+                    if prev is None:
+                        prev = cache[prev_task] = dumps(_comm(prev_task))
+                    append(
+                        f'{{"time": "{ts}", "comm": {comm}, "tid": {pid}, "lat_us": {delta_us}, '
+                        f'"prev_comm": {prev}, "prev_tid": {prev_pid}}}\n'
+                    )
+                else:
+                    append(
+                        f'{{"time": "{ts}", "comm": {comm}, "tid": {pid}, "lat_us": {delta_us}}}\n'
+                    )
         else:
-            out.write(f"{ts:<8} {_comm(task):<16} {pid:<6} {delta_us:>14}\n")
+            for data in records:
+                task, prev_task, delta_us, pid, prev_pid = unpack(data)
+                comm = cache.get(task)
+                if comm is None:
+                    comm = cache[task] = printable_comm(task)
+                if args.previous:
+                    prev = cache.get(prev_task)
+                    if prev is None:
+                        prev = cache[prev_task] = printable_comm(prev_task)
+                    append(f"{ts:<8} {comm:<16} {pid:<6} {delta_us:>14} {prev:<16} {prev_pid:<6}\n")
+                else:
+                    append(f"{ts:<8} {comm:<16} {pid:<6} {delta_us:>14}\n")
+        out.write("".join(lines))
+
+    def __init__(self) -> None:
+        self._names: dict[bytes, str] = {}  # raw comm -> formatted (JSON or table) text
 
 
 TOOL = RunqSlower()

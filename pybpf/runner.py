@@ -24,7 +24,9 @@ from .errors import PyBPFError
 from .object import PreparedObject, prepare
 from .tool import Tool
 
-POLL_TIMEOUT_MS = 200
+# Readers drain on this timer even without a wakeup: programs output without waking the reader
+# per event (ring buffer BPF_RB_NO_WAKEUP, perf watermark), so this bounds the display delay.
+POLL_TIMEOUT_MS = 50
 PERF_BUFFER_PAGES = 64  # per CPU, as libbpf-tools' runqslower
 
 # Capability bits (include/uapi/linux/capability.h).
@@ -130,7 +132,6 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
     check_privileges()
     # Imported here: the kernel-facing layer is not needed for --help or explain.
     from .loader import LoadedObject
-    from .perf import PerfBuffer
 
     # Installed explicitly: a shell starts background jobs with SIGINT ignored,
     # and Python then installs no KeyboardInterrupt handler of its own.
@@ -142,14 +143,8 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
             for warning in obj.warnings:
                 err.write(f"pybpf: warning: {warning}\n")
             obj.attach()
-            buffer = None
-            if tool.events_map:
-                buffer = PerfBuffer(
-                    obj.maps[tool.events_map].fd,
-                    page_count=PERF_BUFFER_PAGES,
-                    on_sample=lambda cpu, data: tool.on_event(cpu, data, out),
-                    on_lost=lambda cpu, count: tool.on_lost(cpu, count, err),
-                )
+            buffer = open_events(obj, tool, out, err) if tool.events_map else None
+            lost = _LostCounter(obj, tool, err) if buffer is not None else None
             try:
                 tool.header(args, out)
                 out.flush()
@@ -157,14 +152,19 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
                     while True:
                         if buffer is None:
                             signal.pause()
-                        elif buffer.poll(POLL_TIMEOUT_MS):
+                            continue
+                        if buffer.poll(POLL_TIMEOUT_MS):
                             out.flush()
+                        if lost is not None:
+                            lost.check()
                 except (KeyboardInterrupt, Terminated):
                     # Ignore further signals while we flush what was received.
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                     if buffer is not None:
                         buffer.consume()
+                    if lost is not None:
+                        lost.check()
                     out.flush()
             finally:
                 if buffer is not None:
@@ -173,6 +173,73 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
     return 0
+
+
+def open_events(obj: object, tool: Tool, out: TextIO, err: TextIO) -> object:
+    """The reader for the tool's events map: a BPF ring buffer (5.8) or perf buffers.
+
+    Both hand over whole batches (``tool.on_events(cpu, records, out)`` when the tool has it)
+    so that a tool can format a batch and write it at once."""
+    from .uapi import BPF_MAP_TYPE_RINGBUF
+
+    events = obj.maps[tool.events_map]  # type: ignore[attr-defined]
+    on_events = getattr(tool, "on_events", None)
+    if on_events is None:
+
+        def on_events(cpu: int, records: list[bytes], out: TextIO) -> None:
+            for data in records:
+                tool.on_event(cpu, data, out)
+
+    if events.spec.map_type == BPF_MAP_TYPE_RINGBUF:
+        from .ringbuf import RingBuffer
+
+        # One ring for all CPUs: the CPU of a record is unknown (-1).
+        return RingBuffer(events.fd, on_batch=lambda records: on_events(-1, records, out))
+    import mmap
+
+    from .perf import PerfBuffer
+
+    return PerfBuffer(
+        events.fd,
+        page_count=PERF_BUFFER_PAGES,
+        on_batch=lambda cpu, records: on_events(cpu, records, out),
+        on_lost=lambda cpu, count: tool.on_lost(cpu, count, err),
+        # Wake the reader when a ring is half full, not per sample; the poll timer does the rest.
+        wakeup_bytes=PERF_BUFFER_PAGES * mmap.PAGESIZE // 2,
+    )
+
+
+class _LostCounter:
+    """Per-CPU counts of outputs that failed in BPF (the tool's ``lost_map``: a per-CPU array
+    whose element 0 is a u64 counter).  Reported through ``tool.on_lost`` as they grow —
+    for the ring buffer, which keeps no loss records of its own."""
+
+    def __init__(self, obj: object, tool: Tool, err: TextIO) -> None:
+        from .uapi import BPF_MAP_TYPE_RINGBUF
+
+        self.map = None
+        name = getattr(tool, "lost_map", "")
+        events = obj.maps[tool.events_map]  # type: ignore[attr-defined]
+        # Perf buffers report their own losses (PERF_RECORD_LOST): count those only once.
+        if name and events.spec.map_type == BPF_MAP_TYPE_RINGBUF:
+            self.map = obj.maps[name]  # type: ignore[attr-defined]
+        self.tool, self.err = tool, err
+        self.seen: list[int] = []
+
+    def check(self) -> None:
+        if self.map is None:
+            return
+        raw = self.map.lookup(b"\0\0\0\0")
+        if raw is None:
+            return
+        counts = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
+        if not self.seen:
+            self.seen = [0] * len(counts)
+        for cpu, (now, before) in enumerate(zip(counts, self.seen)):
+            if now > before:
+                self.tool.on_lost(cpu, now - before, self.err)
+        self.seen = counts
+        self.err.flush()
 
 
 def print_relocations(prepared: PreparedObject, out: TextIO) -> None:

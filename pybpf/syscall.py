@@ -100,6 +100,9 @@ PERF_FLAG_FD_NO_GROUP = 1 << 0
 PERF_FLAG_FD_OUTPUT = 1 << 1
 PERF_FLAG_PID_CGROUP = 1 << 2
 PERF_FLAG_FD_CLOEXEC = 1 << 3
+# perf_event_attr.flags bits (the kernel's bitfield order)
+PERF_ATTR_FLAG_DISABLED = 1 << 0
+PERF_ATTR_FLAG_WATERMARK = 1 << 14  # wakeup_events holds wakeup_watermark (bytes), 2.6.38
 PERF_EVENT_IOC_ENABLE = 0x2400  # _IO('$', 0)
 PERF_EVENT_IOC_DISABLE = 0x2401  # _IO('$', 1)
 PERF_EVENT_IOC_SET_BPF = 0x40042408  # _IOW('$', 8, __u32)
@@ -144,11 +147,41 @@ def _error(what: str, err: int) -> BPFSyscallError:
     return BPFSyscallError(error_message(what, err), err)
 
 
+ENOTSUPP = 524  # kernel-internal "not supported", leaks to user space from BPF code
+
+
+def _errname(err: int) -> str:
+    if err == ENOTSUPP:
+        return "ENOTSUPP"
+    return _errno.errorcode.get(err, str(err))
+
+
+def _strerror(err: int) -> str:
+    return "Operation not supported" if err == ENOTSUPP else os.strerror(err)
+
+
+def unprivileged_bpf_disabled() -> int:
+    """kernel.unprivileged_bpf_disabled (4.4): 0 allowed, 1 or 2 disabled; -1 unknown."""
+    try:
+        with open("/proc/sys/kernel/unprivileged_bpf_disabled") as f:
+            return int(f.read().strip() or -1)
+    except (OSError, ValueError):
+        return -1
+
+
 def error_message(what: str, err: int) -> str:
     """``BPF_PROG_LOAD: Permission denied (EPERM)``, with a hint for the usual causes."""
-    msg = f"{what}: {os.strerror(err)} ({_errno.errorcode.get(err, err)})"
+    msg = f"{what}: {_strerror(err)} ({_errname(err)})"
     if err == _errno.EPERM:
-        msg += "; run as root, or with CAP_BPF and CAP_PERFMON"
+        msg += "; run as root, or with CAP_BPF and CAP_PERFMON (Linux 5.8+)"
+        if os.geteuid() != 0 and unprivileged_bpf_disabled() > 0:
+            msg += " (kernel.unprivileged_bpf_disabled is set: unprivileged users cannot use bpf())"
+    elif err == _errno.E2BIG and what.startswith("BPF_"):
+        msg += "; this kernel does not know an attribute pybpf set (too old for the feature?)"
+    elif err in (_errno.EOPNOTSUPP, ENOTSUPP) and what.startswith("BPF_"):
+        msg += "; this kernel does not support it"
+    elif err == _errno.ENOMEM and what.startswith("BPF_"):
+        msg += "; kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (ulimit -l)"
     return msg
 
 
@@ -365,6 +398,27 @@ class RawTracepointAttr(ctypes.Structure):
     """BPF_RAW_TRACEPOINT_OPEN (4.17; name NULL for tp_btf/fentry programs, 5.5)."""
 
     _fields_ = [("name", _u64), ("prog_fd", _u32), ("_pad", _u32), ("cookie", _u64)]
+
+
+class MapBatchAttr(ctypes.Structure):
+    """BPF_MAP_*_BATCH (5.6)."""
+
+    _fields_ = [
+        ("in_batch", _u64),
+        ("out_batch", _u64),
+        ("keys", _u64),
+        ("values", _u64),
+        ("count", _u32),
+        ("map_fd", _u32),
+        ("elem_flags", _u64),
+        ("flags", _u64),
+    ]
+
+
+class ObjAttr(ctypes.Structure):
+    """BPF_OBJ_PIN / BPF_OBJ_GET (4.4; file_flags 4.15, path_fd 6.5)."""
+
+    _fields_ = [("pathname", _u64), ("bpf_fd", _u32), ("file_flags", _u32), ("path_fd", _s32)]
 
 
 class InfoAttr(ctypes.Structure):
@@ -699,6 +753,92 @@ def map_freeze(map_fd: int) -> None:
     """BPF_MAP_FREEZE (5.2): user space can no longer write the map (programs still can,
     unless the map also has BPF_F_RDONLY_PROG)."""
     bpf(BPF_MAP_FREEZE, MapElemAttr(map_fd=map_fd), 4)
+
+
+def _batch(
+    cmd: int, map_fd: int, key_size: int, value_size: int, count: int,
+    in_batch: Optional[bytes], elem_flags: int,
+) -> tuple[bytes, bytes, int, Optional[bytes]]:  # fmt: skip
+    # The batch token is opaque: a u32 bucket for hash maps, a key for arrays.
+    token = max(key_size, 8)
+    inb = _in_buf(in_batch)
+    outb = ctypes.create_string_buffer(token)
+    keys = ctypes.create_string_buffer(max(1, key_size * count))
+    values = ctypes.create_string_buffer(max(1, value_size * count))
+    attr = MapBatchAttr(
+        in_batch=_addr(inb), out_batch=_addr(outb), keys=_addr(keys), values=_addr(values),
+        count=count, map_fd=map_fd, elem_flags=elem_flags,
+    )  # fmt: skip
+    ret = _bpf_raw(cmd, attr, ctypes.sizeof(attr))
+    if ret < 0 and ret != -_errno.ENOENT:
+        raise _error(_CMD_NAMES[cmd], -ret)
+    n = attr.count
+    done = ret == -_errno.ENOENT
+    return keys.raw[: n * key_size], values.raw[: n * value_size], n, None if done else outb.raw
+
+
+def map_lookup_batch(
+    map_fd: int, key_size: int, value_size: int, count: int,
+    in_batch: Optional[bytes] = None, elem_flags: int = 0,
+) -> tuple[bytes, bytes, int, Optional[bytes]]:  # fmt: skip
+    """BPF_MAP_LOOKUP_BATCH (5.6): up to ``count`` elements after ``in_batch`` (None: from
+    the start).  Returns ``(keys, values, n, next_batch)``; ``next_batch`` is None at the end.
+    ``value_size`` is the user-space value size (all CPUs' slots for per-CPU maps)."""
+    return _batch(BPF_MAP_LOOKUP_BATCH, map_fd, key_size, value_size, count, in_batch,
+                  elem_flags)  # fmt: skip
+
+
+def map_lookup_and_delete_batch(
+    map_fd: int, key_size: int, value_size: int, count: int,
+    in_batch: Optional[bytes] = None, elem_flags: int = 0,
+) -> tuple[bytes, bytes, int, Optional[bytes]]:  # fmt: skip
+    """BPF_MAP_LOOKUP_AND_DELETE_BATCH (5.6; hash maps): read and remove."""
+    return _batch(BPF_MAP_LOOKUP_AND_DELETE_BATCH, map_fd, key_size, value_size, count,
+                  in_batch, elem_flags)  # fmt: skip
+
+
+def map_update_batch(
+    map_fd: int, keys: bytes, values: bytes, count: int, elem_flags: int = 0
+) -> int:
+    """BPF_MAP_UPDATE_BATCH (5.6): ``count`` packed keys and values; returns how many."""
+    kbuf, vbuf = _in_buf(keys), _in_buf(values)
+    attr = MapBatchAttr(
+        keys=_addr(kbuf), values=_addr(vbuf), count=count, map_fd=map_fd, elem_flags=elem_flags
+    )
+    bpf(BPF_MAP_UPDATE_BATCH, attr, ctypes.sizeof(attr))
+    return attr.count
+
+
+def map_delete_batch(map_fd: int, keys: bytes, count: int) -> int:
+    """BPF_MAP_DELETE_BATCH (5.6): delete ``count`` packed keys; returns how many."""
+    kbuf = _in_buf(keys)
+    attr = MapBatchAttr(keys=_addr(kbuf), count=count, map_fd=map_fd)
+    bpf(BPF_MAP_DELETE_BATCH, attr, ctypes.sizeof(attr))
+    return attr.count
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """BPF_OBJ_PIN (4.4): give a map, program or link a name in a bpffs mount; it then
+    outlives every fd until the file is removed."""
+    buf = _in_buf(os.fsencode(path) + b"\0")
+    attr = ObjAttr(pathname=_addr(buf), bpf_fd=int(fd))
+    try:
+        bpf(BPF_OBJ_PIN, attr, 16)
+    except BPFSyscallError as err:
+        hint = ""
+        if err.errno in (_errno.EPERM, _errno.EINVAL, _errno.ENOENT):
+            hint = " (is a bpffs mounted there? mount -t bpf bpf /sys/fs/bpf)"
+        raise BPFSyscallError(f"pin {path!r}: {err}{hint}", err.errno) from None
+
+
+def obj_get(path: str, file_flags: int = 0) -> FD:
+    """BPF_OBJ_GET (4.4): open a pinned object."""
+    buf = _in_buf(os.fsencode(path) + b"\0")
+    attr = ObjAttr(pathname=_addr(buf), file_flags=file_flags)
+    try:
+        return FD(bpf(BPF_OBJ_GET, attr, 16))
+    except BPFSyscallError as err:
+        raise BPFSyscallError(f"open pinned {path!r}: {err}", err.errno) from None
 
 
 # --------------------------------------------------------------------------------------------

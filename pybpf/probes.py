@@ -1,0 +1,243 @@
+"""Feature probes: ask the running kernel what it supports, once per process.
+
+Each probe makes the smallest request that only a kernel with the feature accepts (as libbpf's
+``features.c`` and cilium/ebpf's ``features`` do) rather than comparing version numbers:
+distributions backport.  Results are cached per process; :func:`probe_all` reports them all
+(``name -> bool``).  A probe that fails for lack of privilege reports False.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import struct
+from typing import Callable
+
+from . import syscall as _sys
+from .errors import BPFSyscallError, PyBPFError
+from .uapi import (
+    BPF_MAP_TYPE_ARRAY,
+    BPF_MAP_TYPE_HASH,
+    BPF_MAP_TYPE_RINGBUF,
+    BPF_PROG_TYPE_KPROBE,
+    BPF_PROG_TYPE_RAW_TRACEPOINT,
+    BPF_PROG_TYPE_TRACEPOINT,
+    BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_RAW_TP,
+)
+
+_cache: dict[str, bool] = {}
+_PROBES: dict[str, tuple[str, Callable[[], bool]]] = {}
+
+_EXIT0 = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
+
+
+def _probe(name: str, since: str) -> Callable[[Callable[[], bool]], Callable[[], bool]]:
+    def wrap(fn: Callable[[], bool]) -> Callable[[], bool]:
+        def cached() -> bool:
+            if name not in _cache:
+                try:
+                    _cache[name] = bool(fn())
+                except (PyBPFError, OSError):
+                    _cache[name] = False
+            return _cache[name]
+
+        cached.__name__ = fn.__name__
+        cached.__doc__ = fn.__doc__
+        _PROBES[name] = (since, cached)
+        return cached
+
+    return wrap
+
+
+def _map_ok(map_type: int, key: int, value: int, entries: int, flags: int = 0) -> bool:
+    try:
+        _sys.map_create(map_type, key, value, entries, flags).close()
+    except BPFSyscallError:
+        return False
+    return True
+
+
+def _load_errno(prog_type: int, **options: object) -> int:
+    """0 if a trivial program of ``prog_type`` loads, else its errno."""
+    try:
+        _sys.prog_load(prog_type, _EXIT0, "GPL", **options).close()  # type: ignore[arg-type]
+    except BPFSyscallError as err:
+        return err.errno
+    return 0
+
+
+@_probe("kernel_btf", "5.4")
+def have_kernel_btf() -> bool:
+    """/sys/kernel/btf/vmlinux: the kernel's own BTF (CONFIG_DEBUG_INFO_BTF, 5.4)."""
+    return os.path.exists("/sys/kernel/btf/vmlinux")
+
+
+@_probe("map_name", "4.15")
+def have_map_names() -> bool:
+    """BPF_MAP_CREATE accepts map_name (4.15)."""
+    try:
+        _sys.map_create(BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0, "probe").close()
+    except BPFSyscallError:
+        return False
+    return True
+
+
+@_probe("ringbuf", "5.8")
+def have_ringbuf() -> bool:
+    """BPF_MAP_TYPE_RINGBUF (5.8): one ring shared by all CPUs, reserve/commit."""
+    return _map_ok(BPF_MAP_TYPE_RINGBUF, 0, 0, os.sysconf("SC_PAGE_SIZE"))
+
+
+@_probe("batch_ops", "5.6")
+def have_batch_ops() -> bool:
+    """BPF_MAP_LOOKUP_BATCH and friends (5.6): many elements per syscall."""
+    with _sys.map_create(BPF_MAP_TYPE_HASH, 4, 4, 4) as fd:
+        try:
+            _sys.map_lookup_batch(fd.fileno(), 4, 4, 4)
+        except BPFSyscallError:
+            return False
+    return True
+
+
+@_probe("raw_tp", "4.17")
+def have_raw_tp() -> bool:
+    """BPF_PROG_TYPE_RAW_TRACEPOINT (4.17)."""
+    return _load_errno(BPF_PROG_TYPE_RAW_TRACEPOINT) == 0
+
+
+@_probe("tracepoint", "4.7")
+def have_tracepoint() -> bool:
+    """BPF_PROG_TYPE_TRACEPOINT (4.7): perf tracepoints, attached through perf_event_open."""
+    return _load_errno(BPF_PROG_TYPE_TRACEPOINT) == 0
+
+
+@_probe("kprobe", "4.1")
+def have_kprobe() -> bool:
+    """BPF_PROG_TYPE_KPROBE (4.1)."""
+    return _load_errno(BPF_PROG_TYPE_KPROBE) == 0
+
+
+@_probe("tp_btf", "5.5")
+def have_tp_btf() -> bool:
+    """BPF_PROG_TYPE_TRACING with BPF_TRACE_RAW_TP (5.5): a trivial program aimed at the
+    kernel's ``btf_trace_sched_switch`` typedef loads.  (libbpf's generic TRACING probe, an
+    fentry at BTF id 1, is refused with EPERM on some kernels that run tp_btf fine.)"""
+    from .btf import BTF, BTF_KIND_TYPEDEF
+
+    if not have_kernel_btf():
+        return False
+    ids = BTF.kernel().find("btf_trace_sched_switch", BTF_KIND_TYPEDEF)
+    if not ids:
+        return False
+    return _load_errno(
+        BPF_PROG_TYPE_TRACING, expected_attach_type=BPF_TRACE_RAW_TP, attach_btf_id=ids[0]
+    ) == 0
+
+
+@_probe("link_create", "5.7")
+def have_link_create() -> bool:
+    """BPF_LINK_CREATE (5.7).  Probed with a bad prog fd: EBADF means the command exists."""
+    try:
+        _sys.link_create(0xFFFFFF, 0, 0)
+    except BPFSyscallError as err:
+        return err.errno == _errno.EBADF
+    return True
+
+
+@_probe("log_true_size", "6.4")
+def have_log_true_size() -> bool:
+    """BPF_PROG_LOAD reports the log size it needed in ``log_true_size`` (6.4)."""
+    attr = _sys.ProgLoadAttr(prog_type=BPF_PROG_TYPE_RAW_TRACEPOINT, insn_cnt=2)
+    insns = ctypes.create_string_buffer(_EXIT0, len(_EXIT0))
+    lic = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(4096)
+    attr.insns, attr.license = ctypes.addressof(insns), ctypes.addressof(lic)
+    attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+    size = _sys.ProgLoadAttr.log_true_size.offset + 4
+    fd = _sys._bpf_raw(_sys.BPF_PROG_LOAD, attr, size)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return attr.log_true_size > 0
+
+
+def _btf_blob(types: bytes, strings: bytes) -> bytes:
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
+
+
+def _btf_ok(types: bytes, strings: bytes) -> bool:
+    try:
+        _sys.btf_load(_btf_blob(types, strings)).close()
+    except BPFSyscallError:
+        return False
+    return True
+
+
+def _info(kind: int, vlen: int = 0, kflag: int = 0) -> int:
+    return (kflag << 31) | (kind << 24) | vlen
+
+
+@_probe("btf", "4.18")
+def have_btf() -> bool:
+    """BPF_BTF_LOAD with an INT (4.18)."""
+    return _btf_ok(struct.pack("<IIII", 1, _info(1), 4, 32), b"\0int\0")
+
+
+@_probe("btf_func", "5.0")
+def have_btf_func() -> bool:
+    """BTF_KIND_FUNC and FUNC_PROTO (5.0): what func_info needs."""
+    types = struct.pack("<III", 0, _info(13), 0) + struct.pack("<III", 1, _info(12), 1)
+    return _btf_ok(types, b"\0f\0")
+
+
+@_probe("btf_float", "5.13")
+def have_btf_float() -> bool:
+    """BTF_KIND_FLOAT (5.13)."""
+    return _btf_ok(struct.pack("<III", 1, _info(16), 4), b"\0float\0")
+
+
+@_probe("btf_decl_tag", "5.16")
+def have_btf_decl_tag() -> bool:
+    """BTF_KIND_DECL_TAG (5.16), here on a typedef."""
+    types = (
+        struct.pack("<IIII", 1, _info(1), 4, 32)  # [1] int
+        + struct.pack("<III", 5, _info(8), 1)  # [2] typedef t int
+        + struct.pack("<IIIi", 7, _info(17), 2, -1)  # [3] decl_tag "tag" -> [2]
+    )
+    return _btf_ok(types, b"\0int\0t\0tag\0")
+
+
+@_probe("btf_type_tag", "5.17")
+def have_btf_type_tag() -> bool:
+    """BTF_KIND_TYPE_TAG (5.17)."""
+    types = (
+        struct.pack("<IIII", 1, _info(1), 4, 32)
+        + struct.pack("<III", 5, _info(18), 1)
+        + struct.pack("<III", 0, _info(2), 2)
+    )
+    return _btf_ok(types, b"\0int\0tag\0")
+
+
+@_probe("btf_enum64", "6.0")
+def have_btf_enum64() -> bool:
+    """BTF_KIND_ENUM64 (6.0)."""
+    types = struct.pack("<III", 1, _info(19, 1), 8) + struct.pack("<III", 3, 1, 0)
+    return _btf_ok(types, b"\0e\0v\0")
+
+
+def probe_all() -> dict[str, bool]:
+    """Every probe's result, by name."""
+    return {name: fn() for name, (_since, fn) in _PROBES.items()}
+
+
+def probe_versions() -> dict[str, str]:
+    """The kernel version that introduced each probed feature."""
+    return {name: since for name, (since, _fn) in _PROBES.items()}
+
+
+def reset_cache() -> None:
+    """Forget cached answers (tests)."""
+    _cache.clear()

@@ -1,0 +1,222 @@
+"""BPF ring buffer reader for BPF_MAP_TYPE_RINGBUF (Linux 5.8; what libbpf's ``ring_buffer`` does).
+
+One ring shared by every CPU (``kernel/bpf/ringbuf.c``).  User space maps it in two pieces:
+
+- offset 0, one page, read-write: ``consumer_pos`` (u64 at 0), which only the reader advances;
+- offset one page, read-only: the producer page (``producer_pos`` at 0), then the data area
+  mapped *twice* back to back, so a record that wraps around the end is contiguous.
+
+Each record starts with an 8-byte header: ``u32 len`` whose bit 31 (BPF_RINGBUF_BUSY_BIT)
+says the producer has reserved but not yet committed it and bit 30 (BPF_RINGBUF_DISCARD_BIT)
+that it was discarded, then ``u32 pg_off``; the record takes ``round_up(len + 8, 8)`` bytes.
+A busy record stops the reader: records after it are not visible yet, in order.
+
+Wakeups: a program may output with ``BPF_RB_NO_WAKEUP`` and let the reader poll on a timer
+(:meth:`RingBuffer.poll` always drains after its wait, even when nothing woke it), which removes
+the per-event IRQ-work cost (~6 µs on a VM) while bounding the display delay by the timeout.
+
+On x86-64 (TSO) plain loads and stores give the acquire/release ordering the protocol needs;
+weaker architectures would need barriers pure Python cannot issue (best effort on aarch64).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import mmap
+import os
+import struct
+from typing import Callable, Optional
+
+from . import syscall as _sys
+from .errors import BPFSyscallError, PyBPFError
+from .uapi import BPF_MAP_TYPE_RINGBUF
+
+BPF_RINGBUF_BUSY_BIT = 1 << 31
+BPF_RINGBUF_DISCARD_BIT = 1 << 30
+BPF_RINGBUF_HDR_SZ = 8
+
+# Flags of bpf_ringbuf_output()/_submit()/_discard() and bpf_ringbuf_query() (5.8).
+BPF_RB_NO_WAKEUP = 1 << 0
+BPF_RB_FORCE_WAKEUP = 1 << 1
+BPF_RB_AVAIL_DATA = 0
+BPF_RB_RING_SIZE = 1
+BPF_RB_CONS_POS = 2
+BPF_RB_PROD_POS = 3
+
+_EPOLLIN = 0x001
+_EPOLL_CTL_ADD = 1
+_EPOLL_CLOEXEC = 0o2000000
+
+_U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
+
+
+class _EpollEventPacked(ctypes.Structure):
+    """struct epoll_event on x86-64, where it is __attribute__((packed))."""
+
+    _pack_ = 1
+    _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
+
+
+class _EpollEvent(ctypes.Structure):
+    _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
+
+
+def epoll_event_type() -> type:
+    return _EpollEventPacked if os.uname().machine == "x86_64" else _EpollEvent
+
+
+class RingBuffer:
+    """Reader of one BPF_MAP_TYPE_RINGBUF map.
+
+    ``on_batch(records)`` receives every record drained in one go as a list of ``bytes``
+    (the exact length the program committed); alternatively ``on_sample(data)`` is called
+    once per record.  The consumer position is published before the callback runs, so the
+    kernel can reuse the space while Python formats the batch.
+    """
+
+    def __init__(
+        self,
+        map_fd: int,
+        *,
+        on_sample: Optional[Callable[[bytes], None]] = None,
+        on_batch: Optional[Callable[[list[bytes]], None]] = None,
+    ) -> None:
+        if (on_sample is None) == (on_batch is None):
+            raise PyBPFError("ring buffer: give exactly one of on_sample and on_batch")
+        if on_batch is None:
+            sample = on_sample
+
+            def on_batch(records: list[bytes]) -> None:
+                for rec in records:
+                    sample(rec)  # type: ignore[misc]
+
+        self._on_batch = on_batch
+        self._closed = False
+        self._epfd = -1
+        self._cons: Optional[mmap.mmap] = None
+        self._prod: Optional[mmap.mmap] = None
+        self._map = _sys.FD(os.dup(map_fd.fileno() if hasattr(map_fd, "fileno") else map_fd))
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        info = _sys.map_info(self._map.fileno())
+        if info.type != BPF_MAP_TYPE_RINGBUF:
+            raise PyBPFError(
+                f"ring buffer needs a BPF_MAP_TYPE_RINGBUF map, map {info.name!r} has type "
+                f"{info.type}"
+            )
+        page = mmap.PAGESIZE
+        self.size = info.max_entries
+        self._mask = self.size - 1
+        fd = self._map.fileno()
+        try:
+            self._cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._prod = mmap.mmap(
+                fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+            )
+        except OSError as exc:
+            raise BPFSyscallError(
+                _sys.error_message(f"mmap ring buffer {info.name!r}", exc.errno or 0),
+                exc.errno or 0,
+            ) from None
+        self._data = page  # the data area starts one page into the producer mapping
+        libc = _sys.libc()
+        self._epfd = libc.epoll_create1(_EPOLL_CLOEXEC)
+        if self._epfd < 0:
+            err = ctypes.get_errno()
+            raise BPFSyscallError(_sys.error_message("epoll_create1", err), err)
+        ev_type = epoll_event_type()
+        ev = ev_type(events=_EPOLLIN, data=0)
+        if libc.epoll_ctl(self._epfd, _EPOLL_CTL_ADD, fd, ctypes.byref(ev)) < 0:
+            err = ctypes.get_errno()
+            raise BPFSyscallError(_sys.error_message("epoll_ctl", err), err)
+        self._events = (ev_type * 1)()
+
+    def fileno(self) -> int:
+        """The epoll fd (readable when the kernel sent a wakeup), for other event loops."""
+        return self._epfd
+
+    @property
+    def available(self) -> int:
+        """Bytes committed or reserved and not consumed yet (BPF_RB_AVAIL_DATA's view)."""
+        assert self._cons is not None and self._prod is not None
+        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
+
+    def poll(self, timeout_ms: int = -1) -> int:
+        """Wait up to ``timeout_ms`` for a wakeup, then drain whatever is there.
+
+        Draining after a timeout too is what makes ``BPF_RB_NO_WAKEUP`` producers work: the
+        timeout bounds how long a record can wait.  A signal ends the wait early (EINTR) so
+        Python handlers run promptly.  Returns the number of records consumed.
+        """
+        if self._closed:
+            raise PyBPFError("ring buffer is closed")
+        n = _sys.libc().epoll_wait(self._epfd, self._events, 1, int(timeout_ms))
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == _errno.EINTR:
+                return 0
+            raise BPFSyscallError(_sys.error_message("epoll_wait", err), err)
+        return self.consume()
+
+    def consume(self) -> int:
+        """Drain every committed record without waiting; returns how many were delivered."""
+        if self._closed:
+            raise PyBPFError("ring buffer is closed")
+        cons, prod = self._cons, self._prod
+        assert cons is not None and prod is not None
+        u32 = _U32.unpack_from
+        base, mask = self._data, self._mask
+        pos = _U64.unpack_from(cons, 0)[0]
+        end = _U64.unpack_from(prod, 0)[0]
+        records: list[bytes] = []
+        append = records.append
+        # One pass up to the producer position read now: a producer faster than Python
+        # cannot keep us here forever (the caller polls again).
+        while pos < end:
+            off = base + (pos & mask)
+            length = u32(prod, off)[0]
+            if length & BPF_RINGBUF_BUSY_BIT:
+                break  # reserved, not committed yet: later records must wait too
+            size = length & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
+            if not length & BPF_RINGBUF_DISCARD_BIT:
+                start = off + BPF_RINGBUF_HDR_SZ
+                append(prod[start : start + size])
+            pos += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
+        # Records are copied out: hand the space back before the (slow) callback.
+        _U64.pack_into(cons, 0, pos)
+        if records:
+            self._on_batch(records)
+        return len(records)
+
+    def close(self) -> None:
+        """Unmap, close the epoll fd and our duplicate of the map fd (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for mm in (self._cons, self._prod):
+            if mm is not None:
+                mm.close()
+        self._cons = self._prod = None
+        if self._epfd >= 0:
+            os.close(self._epfd)
+            self._epfd = -1
+        self._map.close()
+
+    def __enter__(self) -> RingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
