@@ -104,7 +104,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # `pybpf run ... | head`: the reader went away; nothing more to say.
+        # `pybpf run ... | head`: the reader went away; nothing more to say.  stdout now
+        # points at /dev/null so that the interpreter's final flush cannot fail (exit 120).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.stderr.close()
         return 0
 
