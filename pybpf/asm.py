@@ -21,10 +21,11 @@ with jump offsets resolved and every symbolic operand still attached.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import count
 from typing import Callable, Optional, Union
 
 from . import isa
-from .cdecl import CType, FieldRef
+from .cdecl import CType, EnumValueRef, FieldRef, core_field_value
 from .errors import AsmError
 
 # libbpf's enum bpf_core_relo_kind (include/uapi/linux/bpf.h).
@@ -79,6 +80,13 @@ class CoreAccess:
     @classmethod
     def of_field(cls, kind: int, ref: FieldRef) -> CoreAccess:
         return cls(kind, ref.root, ref.access, ref.dotted)
+
+
+_CORE_LABELS = count()  # unique label names for the code read_bitfield emits
+
+
+def _name(field: FieldRef) -> str:
+    return f"{field.root.name}.{field.dotted}"
 
 
 _JUMP_OPS = {
@@ -455,11 +463,18 @@ class Asm:
         return -top
 
     # -- CO-RE -----------------------------------------------------------
+    # Each method emits the instruction clang emits for the matching
+    # bpf_core_read.h macro, with the *local* value in it (libbpf and the
+    # kernel check it), and records the relocation.  Relocation kinds need
+    # libbpf 0.x / Linux 5.17 (kernel-side CO-RE); type_matches Linux 6.1.
+
     def ldx_core(self, dst: Reg, src: Reg, field: FieldRef) -> Asm:
         """``dst = src->field``: offset and width relocated to the target kernel."""
+        if field.bitfield:
+            raise AsmError(f"{_name(field)} is a bitfield: use read_bitfield()")
         size = field.size
         if size not in isa.BYTES_SIZE:
-            raise AsmError(f"{field.root.name}.{field.dotted}: {size}-byte field cannot be loaded")
+            raise AsmError(f"{_name(field)}: {size}-byte field cannot be loaded")
         code = isa.BPF_LDX | isa.BPF_MEM | isa.size_from_bytes(size)
         core = CoreAccess.of_field(BPF_CORE_FIELD_BYTE_OFFSET, field)
         return self.emit(isa.Instruction(code, dst.index, src.index, field.offset, core=core))
@@ -468,19 +483,115 @@ class Asm:
         """``dst += offsetof(root, field)`` (for taking a member's address)."""
         core = CoreAccess.of_field(BPF_CORE_FIELD_BYTE_OFFSET, field)
         code = isa.BPF_ALU64 | isa.BPF_ADD | isa.BPF_K
-        return self.emit(isa.Instruction(code, dst.index, 0, 0, field.offset, core=core))
+        value = core_field_value(BPF_CORE_FIELD_BYTE_OFFSET, field)
+        return self.emit(isa.Instruction(code, dst.index, 0, 0, value, core=core))
 
-    def field_exists(self, dst: Reg, field: FieldRef) -> Asm:
+    def _core_value(self, dst: Reg, core: CoreAccess, value: int, wide: bool) -> Asm:
+        """``dst = value`` as MOV (32-bit immediate) or LD_IMM64 (``wide``)."""
+        if wide or not -(1 << 31) <= value < (1 << 31):
+            return self.emit(isa.Instruction(isa.LD_IMM64, dst.index, 0, 0, value, core=core))
+        code = isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_K
+        return self.emit(isa.Instruction(code, dst.index, 0, 0, value, core=core))
+
+    def _field_reloc(self, dst: Reg, kind: int, field: FieldRef, wide: bool) -> Asm:
+        core = CoreAccess.of_field(kind, field)
+        return self._core_value(dst, core, core_field_value(kind, field), wide)
+
+    def field_exists(self, dst: Reg, field: FieldRef, *, wide: bool = False) -> Asm:
         """``dst = bpf_core_field_exists(field)``: 1 or 0 on the target kernel."""
-        core = CoreAccess.of_field(BPF_CORE_FIELD_EXISTS, field)
-        code = isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_K
-        return self.emit(isa.Instruction(code, dst.index, 0, 0, 1, core=core))
+        return self._field_reloc(dst, BPF_CORE_FIELD_EXISTS, field, wide)
 
-    def field_size(self, dst: Reg, field: FieldRef) -> Asm:
-        """``dst = bpf_core_field_size(field)`` on the target kernel."""
-        core = CoreAccess.of_field(BPF_CORE_FIELD_BYTE_SIZE, field)
-        code = isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_K
-        return self.emit(isa.Instruction(code, dst.index, 0, 0, field.size, core=core))
+    def field_size(self, dst: Reg, field: FieldRef, *, wide: bool = False) -> Asm:
+        """``dst = bpf_core_field_size(field)`` on the target kernel (a bitfield's
+        containing load size)."""
+        return self._field_reloc(dst, BPF_CORE_FIELD_BYTE_SIZE, field, wide)
+
+    def field_offset(self, dst: Reg, field: FieldRef, *, wide: bool = False) -> Asm:
+        """``dst = bpf_core_field_offset(field)`` (a bitfield's containing load offset)."""
+        return self._field_reloc(dst, BPF_CORE_FIELD_BYTE_OFFSET, field, wide)
+
+    def field_signed(self, dst: Reg, field: FieldRef, *, wide: bool = False) -> Asm:
+        """``dst = 1`` if the field is a signed integer or signed enum on the target."""
+        return self._field_reloc(dst, BPF_CORE_FIELD_SIGNED, field, wide)
+
+    def field_lshift(self, dst: Reg, field: FieldRef, *, wide: bool = False) -> Asm:
+        """Left shift that puts the field's top bit at bit 63 of its 64-bit load."""
+        return self._field_reloc(dst, BPF_CORE_FIELD_LSHIFT_U64, field, wide)
+
+    def field_rshift(self, dst: Reg, field: FieldRef, *, wide: bool = False) -> Asm:
+        """Right shift (64 - bit size) that brings the field down after the left shift."""
+        return self._field_reloc(dst, BPF_CORE_FIELD_RSHIFT_U64, field, wide)
+
+    def read_bitfield(self, dst: Reg, src: Reg, field: FieldRef, tmp: Reg) -> Asm:
+        """``dst = BPF_CORE_READ_BITFIELD(src, field)`` for a pointer the verifier lets
+        the program dereference (tp_btf arguments, ``bpf_get_current_task_btf()``).
+
+        As bpf_core_read.h: load the containing unit at the relocated offset and
+        size, shift left then right (arithmetic if signed).  Every choice is a
+        relocated constant, so the verifier keeps one path.  Clobbers ``tmp``."""
+        n = next(_CORE_LABELS)
+        end = f"__core_bf{n}"
+        self.mov(dst, src)
+        self.add_offsetof(dst, field)
+        self.field_size(tmp, field)
+        for size in (1, 2, 4):
+            self.jeq(tmp, size, f"{end}_{size}")
+        self.ldx(dst, dst, 0, size=8).ja(f"{end}_loaded")
+        for size in (1, 2, 4):
+            self.label(f"{end}_{size}").ldx(dst, dst, 0, size=size).ja(f"{end}_loaded")
+        self.label(f"{end}_loaded")
+        lsh = CoreAccess.of_field(BPF_CORE_FIELD_LSHIFT_U64, field)
+        rsh = CoreAccess.of_field(BPF_CORE_FIELD_RSHIFT_U64, field)
+        lval = core_field_value(BPF_CORE_FIELD_LSHIFT_U64, field)
+        rval = core_field_value(BPF_CORE_FIELD_RSHIFT_U64, field)
+        self.emit(isa.Instruction(isa.BPF_ALU64 | isa.BPF_LSH | isa.BPF_K, dst.index, 0, 0,
+                                  lval, core=lsh))  # fmt: skip
+        self.field_signed(tmp, field)
+        self.jeq(tmp, 0, f"{end}_unsigned")
+        self.emit(isa.Instruction(isa.BPF_ALU64 | isa.BPF_ARSH | isa.BPF_K, dst.index, 0, 0,
+                                  rval, core=rsh))  # fmt: skip
+        self.ja(end)
+        self.label(f"{end}_unsigned")
+        self.emit(isa.Instruction(isa.BPF_ALU64 | isa.BPF_RSH | isa.BPF_K, dst.index, 0, 0,
+                                  rval, core=rsh))  # fmt: skip
+        return self.label(end)
+
+    def _type_reloc(self, dst: Reg, kind: int, ctype: CType, value: int, wide: bool) -> Asm:
+        return self._core_value(dst, CoreAccess(kind, ctype, "0"), value, wide)
+
+    def type_exists(self, dst: Reg, ctype: CType, *, wide: bool = False) -> Asm:
+        """``dst = bpf_core_type_exists(T)``: a compatible type of this name exists."""
+        return self._type_reloc(dst, BPF_CORE_TYPE_EXISTS, ctype, 1, wide)
+
+    def type_matches(self, dst: Reg, ctype: CType, *, wide: bool = False) -> Asm:
+        """``dst = bpf_core_type_matches(T)`` (stricter than exists; Linux 6.1)."""
+        return self._type_reloc(dst, BPF_CORE_TYPE_MATCHES, ctype, 1, wide)
+
+    def type_size(self, dst: Reg, ctype: CType, *, wide: bool = False) -> Asm:
+        """``dst = bpf_core_type_size(T)`` on the target kernel (0 if it has no such type)."""
+        return self._type_reloc(dst, BPF_CORE_TYPE_SIZE, ctype, ctype.size, wide)
+
+    def type_id_local(self, dst: Reg, ctype: CType, *, wide: bool = True) -> Asm:
+        """``dst = bpf_core_type_id_local(T)``: T's id in the program's BTF."""
+        return self._type_reloc(dst, BPF_CORE_TYPE_ID_LOCAL, ctype, 0, wide)
+
+    def type_id_target(self, dst: Reg, ctype: CType, *, wide: bool = True) -> Asm:
+        """``dst = bpf_core_type_id_kernel(T)``: T's id in the kernel's BTF (0 if none)."""
+        return self._type_reloc(dst, BPF_CORE_TYPE_ID_TARGET, ctype, 0, wide)
+
+    def enumval_exists(self, dst: Reg, value: EnumValueRef, *, wide: bool = False) -> Asm:
+        """``dst = bpf_core_enum_value_exists(enum e, NAME)``."""
+        core = CoreAccess(BPF_CORE_ENUMVAL_EXISTS, value.root, value.access, value.name)
+        return self._core_value(dst, core, 1, wide)
+
+    def enumval_value(self, dst: Reg, value: EnumValueRef, *, wide: bool = False) -> Asm:
+        """``dst = bpf_core_enum_value(enum e, NAME)`` on the target kernel; LD_IMM64 when
+        ``wide`` or when the local value does not fit in 32 bits."""
+        core = CoreAccess(BPF_CORE_ENUMVAL_VALUE, value.root, value.access, value.name)
+        local = value.value
+        if value.root.size < 8:  # libbpf reads a 32-bit enumerator as __s32
+            local = (local & 0xFFFFFFFF) - ((local & 0x80000000) << 1)
+        return self._core_value(dst, core, local, wide)
 
     # -- result ----------------------------------------------------------
     def assemble(self, require_exit: bool = True) -> list[isa.Instruction]:

@@ -61,52 +61,137 @@ class Array(CType):
         self.size, self.align = elem.size * nelems, elem.align
 
 
+class Float(CType):
+    def __init__(self, name: str, size: int) -> None:
+        self.name, self.size, self.align = name, size, size
+
+
+class Const(CType):
+    """``const T`` (a BTF modifier: skipped by CO-RE matching, like typedefs)."""
+
+    def __init__(self, target: CType) -> None:
+        self.target, self.name = target, ""
+        self.size, self.align = target.size, target.align
+
+
+class Volatile(Const):
+    """``volatile T``."""
+
+
+class Fwd(CType):
+    """``struct name;`` (or ``union name;``): a forward declaration, for pointers."""
+
+    def __init__(self, name: str, *, union: bool = False) -> None:
+        self.name, self.union = name, union
+
+
 class Enum(CType):
+    """An enum; 8 bytes makes it an ENUM64 (BTF_KIND_ENUM64, Linux 6.0).
+
+    ``my_enum.FOO`` is a reference to enumerator FOO, for ``enumval_exists``
+    and ``enumval_value`` relocations."""
+
     def __init__(
         self, name: str, values: dict[str, int], size: int = 4, signed: bool = False
     ) -> None:
-        self.name, self.values, self.signed = name, values, signed
+        if size not in (1, 2, 4, 8):
+            raise ValueError(f"enum {name!r}: size {size} is not 1, 2, 4 or 8")
+        self.name, self.values, self.signed = name, dict(values), signed
         self.size = self.align = size
+
+    def enumerator(self, name: str) -> EnumValueRef:
+        for index, vname in enumerate(self.values):
+            if vname == name:
+                return EnumValueRef(self, index, name, self.values[name])
+        raise AttributeError(f"enum {self.name} declares no enumerator {name!r}")
+
+    def __getattr__(self, name: str) -> EnumValueRef:
+        if name in ("values", "name") or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        return self.enumerator(name)
+
+
+class EnumValueRef:
+    """One enumerator of a local enum: what ``bpf_core_enum_value(enum e, FOO)`` names."""
+
+    def __init__(self, enum: Enum, index: int, name: str, value: int) -> None:
+        self.root, self.index, self.name, self.value = enum, index, name, value
+        self.access = str(index)
+
+    def __repr__(self) -> str:
+        return f"<{self.root.name}::{self.name} = {self.value}>"
 
 
 class Struct(CType):
     """A struct (or union) declared with the members a program needs.
 
     ``Struct("task_struct___x", [("__state", unsigned_int)])`` is libbpf-tools'
-    ``struct task_struct___x { unsigned int __state; }``.
+    ``struct task_struct___x { unsigned int __state; }``.  A member is
+    ``(name, type)`` or ``(name, type, bits)`` for a bitfield; a member named
+    ``""`` of struct/union type is an anonymous member whose fields are reached
+    by name through it (``s.x``), as in C11.  Layout follows the x86-64/arm64
+    SysV ABI (bitfields never straddle a unit of their type).
     """
 
-    def __init__(self, name: str, members: list[tuple[str, CType]], *, union: bool = False):
+    def __init__(self, name: str, members: list[tuple], *, union: bool = False):
         self.name, self.union = name, union
-        self.members: list[tuple[str, CType, int]] = []
-        offset = 0
+        self.members: list[tuple[str, CType, int]] = []  # (name, type, byte offset)
+        self.fields: list[tuple[str, CType, int, int]] = []  # (name, type, bit offset, bits)
+        bit = 0  # next free bit (struct) / largest size in bits (union)
         align = 1
-        for member_name, ctype in members:
-            if union:
-                member_offset = 0
-                offset = max(offset, ctype.size)
+        for member in members:
+            member_name, ctype = member[0], member[1]
+            bits = member[2] if len(member) > 2 else 0
+            unit = ctype.size * 8
+            if bits:
+                if not 0 < bits <= unit or not isinstance(strip_mods(ctype), (Int, Enum)):
+                    raise ValueError(f"{name}.{member_name}: bad bitfield of {bits} bits")
+                if union:
+                    at = 0
+                    bit = max(bit, bits)
+                else:
+                    at = bit if bit // unit == (bit + bits - 1) // unit else -(-bit // unit) * unit
+                    bit = at + bits
             else:
-                member_offset = -(-offset // ctype.align) * ctype.align
-                offset = member_offset + ctype.size
+                if union:
+                    at = 0
+                    bit = max(bit, unit)
+                else:
+                    at = -(-bit // (ctype.align * 8)) * ctype.align * 8
+                    bit = at + unit
             align = max(align, ctype.align)
-            self.members.append((member_name, ctype, member_offset))
+            self.members.append((member_name, ctype, at // 8))
+            self.fields.append((member_name, ctype, at, bits))
         self.align = align
-        self.size = -(-offset // align) * align
+        nbytes = -(-bit // 8)
+        self.size = -(-nbytes // align) * align
 
     def member(self, name: str) -> tuple[int, CType, int]:
-        """(index, type, byte offset) of member ``name``."""
+        """(index, type, byte offset) of a direct member ``name``."""
         for index, (member_name, ctype, offset) in enumerate(self.members):
             if member_name == name:
                 return index, ctype, offset
         raise AttributeError(f"struct {self.name} declares no member {name!r}")
 
+    def find(self, name: str) -> Optional[list[int]]:
+        """Member indices leading to ``name``, through anonymous members (C11), or None."""
+        for index, (member_name, _, _, _) in enumerate(self.fields):
+            if member_name == name:
+                return [index]
+        for index, (member_name, ctype, _, _) in enumerate(self.fields):
+            inner = strip_mods(ctype)
+            if not member_name and isinstance(inner, Struct):
+                path = inner.find(name)
+                if path is not None:
+                    return [index, *path]
+        return None
+
     def field(self, *path: Union[str, int]) -> FieldRef:
         return FieldRef(self, tuple(path))
 
     def __getattr__(self, name: str) -> FieldRef:
-        if name == "members" or (name.startswith("__") and name.endswith("__")):
+        if name in ("members", "fields") or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
-        self.member(name)
         return FieldRef(self, (name,))
 
 
@@ -120,34 +205,55 @@ def strip_typedefs(ctype: CType) -> CType:
     return ctype
 
 
+def strip_mods(ctype: CType) -> CType:
+    """Skip typedefs, const and volatile (what CO-RE skips)."""
+    while isinstance(ctype, (Typedef, Const)):
+        ctype = ctype.target
+    return ctype
+
+
 class FieldRef:
     """A member path inside a root struct, e.g. ``task_struct.comm[3]``.
 
     Knows its libbpf access string (``0:2:3``: the root pointer's index, then
-    member or array indices), its local offset and its local type.
+    member or array indices, anonymous members included), its local offset,
+    its local type and, for a bitfield, its width in bits.
     """
 
     def __init__(self, root: Struct, path: tuple[Union[str, int], ...]) -> None:
         self.root, self.path = root, path
         indices = [0]
-        offset = 0
+        bit = 0
+        bits = 0
         ctype: CType = root
         for step in path:
-            ctype = strip_typedefs(ctype)
+            ctype = strip_mods(ctype)
+            if bits:
+                raise TypeError(f"{root.name}.{self.dotted}: a bitfield has no members")
             if isinstance(step, str):
                 if not isinstance(ctype, Struct):
-                    raise TypeError(f"{self.dotted}: {step!r} is a member of a non-struct")
-                index, ctype, member_offset = ctype.member(step)
-                offset += member_offset
+                    raise TypeError(f"{root.name}.{self.dotted}: {step!r} of a non-struct")
+                chain = ctype.find(step)
+                if chain is None:
+                    raise AttributeError(f"struct {ctype.name} declares no member {step!r}")
+                for depth, index in enumerate(chain):
+                    assert isinstance(ctype, Struct)
+                    _, member_type, member_bit, bits = ctype.fields[index]
+                    bit += member_bit
+                    indices.append(index)
+                    last = depth == len(chain) - 1
+                    ctype = member_type if last else strip_mods(member_type)
             else:
                 if not isinstance(ctype, Array):
-                    raise TypeError(f"{self.dotted}: index [{step}] of a non-array")
+                    raise TypeError(f"{root.name}.{self.dotted}: index [{step}] of a non-array")
                 if not 0 <= step < ctype.nelems:
                     raise IndexError(f"{self.dotted}: index {step} out of [0, {ctype.nelems})")
-                index, offset = step, offset + step * ctype.elem.size
+                bit += step * ctype.elem.size * 8
+                indices.append(step)
                 ctype = ctype.elem
-            indices.append(index)
-        self.offset = offset
+        self.bit_offset = bit
+        self.bitfield = bits
+        self.offset = bit // 8
         self.ctype = ctype
         self.access = ":".join(str(i) for i in indices)
 
@@ -175,6 +281,35 @@ class FieldRef:
         return f"<{self.root.name}.{self.dotted} @{self.offset} ({self.access})>"
 
 
+def core_field_value(kind: int, ref: FieldRef) -> int:
+    """The *local* value of a field relocation of ``kind`` (libbpf's
+    ``bpf_core_calc_field_relo`` on the local side): what the instruction must
+    hold before relocation.  Kinds are ``enum bpf_core_relo_kind`` numbers."""
+    if kind == 2:  # FIELD_EXISTS
+        return 1
+    ctype = strip_mods(ref.ctype)
+    bit_off, bit_sz = ref.bit_offset, ref.bitfield
+    if bit_sz:
+        byte_sz = ctype.size
+        byte_off = bit_off // 8 // byte_sz * byte_sz
+        while bit_off + bit_sz - byte_off * 8 > byte_sz * 8 and byte_sz < 8:
+            byte_sz *= 2
+            byte_off = bit_off // 8 // byte_sz * byte_sz
+    else:
+        byte_sz, byte_off, bit_sz = ctype.size, bit_off // 8, ctype.size * 8
+    if kind == 0:  # FIELD_BYTE_OFFSET
+        return byte_off
+    if kind == 1:  # FIELD_BYTE_SIZE
+        return byte_sz
+    if kind == 3:  # FIELD_SIGNED
+        return int(isinstance(ctype, (Int, Enum)) and ctype.signed)
+    if kind == 4:  # FIELD_LSHIFT_U64 (u32 arithmetic, as libbpf)
+        return (64 - (bit_off + bit_sz - byte_off * 8)) & 0xFFFFFFFF
+    if kind == 5:  # FIELD_RSHIFT_U64
+        return (64 - bit_sz) & 0xFFFFFFFF
+    raise ValueError(f"not a field relocation kind: {kind}")
+
+
 def encode_local_btf(types: list[CType]) -> tuple[bytes, dict[int, int]]:
     """Encode ``types`` (and everything they reference) as BTF.
 
@@ -198,7 +333,7 @@ def build_local_btf(types: list[CType]) -> tuple[BTFBuilder, dict[int, int]]:
             return
         ids[id(ctype)] = len(order) + 1
         order.append(ctype)
-        if isinstance(ctype, (Typedef,)):
+        if isinstance(ctype, (Typedef, Const)):
             visit(ctype.target)
         elif isinstance(ctype, Ptr):
             visit(ctype.target)
@@ -206,7 +341,7 @@ def build_local_btf(types: list[CType]) -> tuple[BTFBuilder, dict[int, int]]:
             visit(ctype.elem)
             visit(_ARRAY_INDEX)
         elif isinstance(ctype, Struct):
-            for _, member_type, _ in ctype.members:
+            for _, member_type, _, _ in ctype.fields:
                 visit(member_type)
 
     for ctype in types:
@@ -223,6 +358,14 @@ def build_local_btf(types: list[CType]) -> tuple[BTFBuilder, dict[int, int]]:
             )
         elif isinstance(ctype, Typedef):
             got = builder.add_typedef(ctype.name, tid(ctype.target))
+        elif isinstance(ctype, Volatile):
+            got = builder.add_volatile(tid(ctype.target))
+        elif isinstance(ctype, Const):
+            got = builder.add_const(tid(ctype.target))
+        elif isinstance(ctype, Fwd):
+            got = builder.add_fwd(ctype.name, union=ctype.union)
+        elif isinstance(ctype, Float):
+            got = builder.add_float(ctype.name, ctype.size)
         elif isinstance(ctype, Ptr):
             got = builder.add_ptr(tid(ctype.target))
         elif isinstance(ctype, Array):
@@ -232,7 +375,7 @@ def build_local_btf(types: list[CType]) -> tuple[BTFBuilder, dict[int, int]]:
                 ctype.name, ctype.size, list(ctype.values.items()), signed=ctype.signed
             )
         elif isinstance(ctype, Struct):
-            members = [(name, tid(mt), off * 8) for name, mt, off in ctype.members]
+            members = [(name, tid(mt), bit, bits) for name, mt, bit, bits in ctype.fields]
             add = builder.add_union if ctype.union else builder.add_struct
             got = add(ctype.name, ctype.size, members)
         else:  # pragma: no cover - every CType subclass is handled above

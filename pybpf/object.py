@@ -13,14 +13,25 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from . import isa
 from .asm import Asm, CoreAccess, Reg
 from .btf import BTF, BTF_KIND_ENUM, BTF_KIND_FUNC_PROTO, BTF_KIND_PTR, BTF_KIND_TYPEDEF
 from .btf_encoder import BTF_FUNC_STATIC
 from .cdecl import Array, CType, Int, build_local_btf, encode_local_btf, strip_typedefs
-from .core import KIND_NAMES, CoreEngine, CoreRelo, describe, field_path, patch_insn
+from .core import (
+    KIND_NAMES,
+    Candidate,
+    CoreEngine,
+    CoreRelo,
+    ModuleSource,
+    describe,
+    field_path,
+    patch_insn,
+    poison_insns,
+    poison_reason,
+)
 from .errors import BTFError, CORERelocationError, PyBPFError
 from .uapi import (
     BPF_F_RDONLY_PROG,
@@ -130,7 +141,11 @@ class ObjectSpec:
 
 @dataclass(frozen=True)
 class Relocation:
-    """One CO-RE relocation as ``pybpf explain`` shows it."""
+    """One CO-RE relocation as ``pybpf explain`` shows it.
+
+    ``target`` is None when the instruction was poisoned (``reason`` says why);
+    ``spec`` is the matched target access (libbpf's format), ``candidates``
+    every target type considered, for ``explain -v``."""
 
     program: str
     insn: int
@@ -140,13 +155,25 @@ class Relocation:
     access: str
     local: int
     target: Optional[int]
+    reason: str = ""
+    spec: str = ""
+    candidates: tuple[Candidate, ...] = ()
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    def as_dict(self, verbose: bool = False) -> dict[str, object]:
+        d: dict[str, object] = {
             "program": self.program, "insn": self.insn, "kind": self.kind, "type": self.type,
             "field": self.field, "access": self.access, "local": self.local,
             "target": self.target,
         }  # fmt: skip
+        if verbose:
+            d["reason"] = self.reason
+            d["spec"] = self.spec
+            d["candidates"] = [
+                {"btf": c.btf_name, "id": c.type_id, "name": c.type_name, "kind": c.kind,
+                 "matched": c.matched, "detail": c.reason}
+                for c in self.candidates
+            ]  # fmt: skip
+        return d
 
 
 @dataclass
@@ -228,11 +255,21 @@ def _program_kind(section: str) -> tuple[int, int]:
     raise PyBPFError(f"program section {section!r}: only tp_btf/ and raw_tp/ are supported")
 
 
-def prepare(spec: ObjectSpec, target: BTF) -> PreparedObject:
-    """Relocate every program of ``spec`` for the kernel described by ``target``."""
+def prepare(
+    spec: ObjectSpec,
+    target: BTF,
+    *,
+    modules: Sequence[ModuleSource] = (),
+    rules: str = "libbpf",
+) -> PreparedObject:
+    """Relocate every program of ``spec`` for the kernel described by ``target``.
+
+    ``modules``: module BTF searched when vmlinux has no candidate (libbpf's
+    order); ``rules``: "libbpf" (default) or "kernel" (the kernel's copy of
+    relo_core.c, see :mod:`pybpf.core`)."""
     local_bytes, local_ids = encode_local_btf(_core_roots(spec.programs))
     local_btf = BTF.from_bytes(local_bytes)
-    engine = CoreEngine(local_btf, target)
+    engine = CoreEngine(local_btf, target, modules=modules, rules=rules)
     helpers = _HelperIds(target)
     prepared = []
     for prog in spec.programs:
@@ -247,26 +284,38 @@ def prepare(spec: ObjectSpec, target: BTF) -> PreparedObject:
         relos: list[CoreRelo] = []
         slot = 0
         for insn in prog.insns:
+            slots = insn.slots
             if insn.helper is not None:
                 insn = insn.with_(imm=helpers[insn.helper])
-            if isinstance(insn.core, CoreAccess):
-                core = insn.core
-                relo = CoreRelo(slot, local_ids[id(core.root)], core.access, core.kind)
-                what = f"{prog.name}: insn {slot}: {describe(local_btf, relo)}"
-                try:
-                    result = engine.relocate(relo)
-                except (CORERelocationError, BTFError) as err:
-                    raise CORERelocationError(f"{what}: {err}") from None
-                insn = patch_insn(insn, result, what)
-                relos.append(relo)
-                reports.append(
-                    Relocation(
-                        prog.name, slot, KIND_NAMES[relo.kind], local_btf.type(relo.type_id).name,
-                        field_path(local_btf, relo), relo.access, result.orig_val, result.new_val,
-                    )
-                )  # fmt: skip
-            insns.append(insn)
-            slot += insn.slots
+            if not isinstance(insn.core, CoreAccess):
+                insns.append(insn)
+                slot += slots
+                continue
+            core = insn.core
+            relo = CoreRelo(slot, local_ids[id(core.root)], core.access, core.kind)
+            what = f"program {prog.name}: insn {slot}: {describe(local_btf, relo)}"
+            try:
+                result = engine.relocate(relo)
+                patched = patch_insn(insn, result, what)
+            except (CORERelocationError, BTFError) as err:
+                raise CORERelocationError(f"{what}: {err}") from None
+            poisoned = result.poison or (
+                result.fail_memsz_adjust and insn.cls in (isa.BPF_LDX, isa.BPF_ST, isa.BPF_STX)
+            )
+            reason = poison_reason(result) if poisoned else ""
+            if poisoned:
+                patched = poison_insns(insn, f"{what}: {reason}")
+            insns.extend(patched)
+            relos.append(relo)
+            reports.append(
+                Relocation(
+                    prog.name, slot, KIND_NAMES[relo.kind], local_btf.type(relo.type_id).name,
+                    field_path(local_btf, relo), relo.access, result.orig_val,
+                    None if poisoned else result.new_val, reason, result.target_spec,
+                    result.candidates,
+                )
+            )  # fmt: skip
+            slot += slots
         prepared.append(
             PreparedProgram(
                 prog.name, prog.section, prog_type, attach_type, attach_btf_id,
@@ -274,7 +323,6 @@ def prepare(spec: ObjectSpec, target: BTF) -> PreparedObject:
             )
         )  # fmt: skip
     return PreparedObject(spec, prepared, local_bytes)
-
 
 
 @dataclass
@@ -298,8 +346,12 @@ _CORE_RELO = struct.Struct("<IIII")  # struct bpf_core_relo
 
 
 def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCoreRequest:
+    """Program BTF, func_info and core_relos for ``program``, instructions unrelocated.
+
+    The local types are encoded exactly as :func:`prepare` encodes them (all
+    programs' roots, same order), so local type ids agree with pybpf's."""
     (prog,) = [p for p in spec.programs if p.name == program]
-    builder, ids = build_local_btf(_core_roots([prog]))
+    builder, ids = build_local_btf(_core_roots(spec.programs))
     ctx = builder.add_ptr(builder.add_int("unsigned long long", 8))
     proto = builder.add_func_proto(builder.add_int("int", 4, signed=True), [("ctx", ctx)])
     func = builder.add_func(prog.name, proto, BTF_FUNC_STATIC)

@@ -111,13 +111,13 @@ def test_signed_width_change_is_refused_unsigned_allowed():
     wide = Struct("task_struct___w", [("__state", u64)])
     r = relocate(wide, "0:0", BPF_CORE_FIELD_BYTE_OFFSET, target_btf())
     assert (r.orig_sz, r.new_sz, r.fail_memsz_adjust) == (8, 4, False)
-    # local long (signed, 8) vs target pid_t (int, 4): refused at patch time.
+    # local long (signed, 8) vs target pid_t (int, 4): libbpf poisons the load.
     signed = Struct("task_struct___s", [("pid", long)])
     r = relocate(signed, "0:0", BPF_CORE_FIELD_BYTE_OFFSET, target_btf())
     assert r.fail_memsz_adjust
     ldx = Instruction(BPF_LDX | BPF_MEM | BPF_DW, 1, 2, 0)
-    with pytest.raises(CORERelocationError, match="width"):
-        patch_insn(ldx, r, "pid")
+    (poisoned,) = patch_insn(ldx, r, "pid")
+    assert poisoned.imm == 0xBAD2310
 
 
 def test_flavors_are_candidates_and_ambiguity_is_an_error():
