@@ -144,3 +144,188 @@ def test_bad_access_string():
         relocate(task_struct, "0:9", BPF_CORE_FIELD_BYTE_OFFSET, target_btf())
     with pytest.raises(CORERelocationError):
         relocate(task_struct, "0:x", BPF_CORE_FIELD_BYTE_OFFSET, target_btf())
+
+
+# ---------------------------------------------------------------------------- libbpf rules
+from pybpf.cdecl import Enum, u8  # noqa: E402
+from pybpf.core import Rules, patch_insn  # noqa: E402
+from pybpf.isa import LD_IMM64, Instruction  # noqa: E402
+
+
+def test_ld_imm64_poison_covers_both_slots():
+    r = relocate(task_struct___o, "0:0", BPF_CORE_FIELD_BYTE_OFFSET, target_btf())
+    out = patch_insn(Instruction(LD_IMM64, 1, 0, 0, 0), r, "state")
+    assert [(i.opcode, i.imm) for i in out] == [(0x85, 0xBAD2310)] * 2
+    assert sum(i.slots for i in out) == 2
+
+
+def test_missing_types_give_zero_not_poison():
+    from pybpf.asm import BPF_CORE_TYPE_ID_TARGET
+
+    nothing = Struct("no_such_struct", [("a", u32)])
+    for kind in (BPF_CORE_TYPE_SIZE, BPF_CORE_TYPE_ID_TARGET, BPF_CORE_TYPE_EXISTS):
+        r = relocate(nothing, "0", kind, target_btf())
+        assert (r.new_val, r.poison) == (0, False)
+
+
+def _enum_target(b, int_):
+    b.add_enum("state", 4, [("S_RUN", 0), ("S_BIG", 0x80000000)])
+    b.add_enum("wide", 8, [("W_BIG", 1 << 40)])
+
+
+def test_enum_values_sign_extended_like_libbpf_and_enum64():
+    from pybpf.asm import BPF_CORE_ENUMVAL_EXISTS, BPF_CORE_ENUMVAL_VALUE
+
+    t = target_btf(extra=_enum_target)
+    local = Enum("state___mine", {"S_BIG": 1, "S_GONE": 2})
+    big = relocate(local, "0", BPF_CORE_ENUMVAL_VALUE, t)
+    assert big.new_val == 0xFFFFFFFF80000000  # btf_enum.val is an __s32 in libbpf
+    gone = relocate(local, "1", BPF_CORE_ENUMVAL_EXISTS, t)
+    assert gone.new_val == 0
+    assert relocate(local, "1", BPF_CORE_ENUMVAL_VALUE, t).poison
+    # A local 4-byte enum finds an enum64 under libbpf's rules, not the kernel's.
+    w = Enum("wide", {"W_BIG": 1})
+    data, ids = encode_local_btf([w])
+    relo = CoreRelo(0, ids[id(w)], "0", BPF_CORE_ENUMVAL_VALUE)
+    assert CoreEngine(BTF.from_bytes(data), t).relocate(relo).new_val == 1 << 40
+    assert CoreEngine(BTF.from_bytes(data), t, rules="kernel").relocate(relo).poison
+
+
+def test_libbpf_narrows_candidates_the_kernel_does_not():
+    def flavors(b, int_):
+        b.add_struct("thing___a", 4, [("x", int_, 0)])
+        b.add_struct("thing___b", 4, [("y", int_, 0)])
+
+    t = target_btf(extra=flavors)
+    local = Struct("thing", [("x", u32), ("y", u32)])
+    data, ids = encode_local_btf([local])
+    relos = [CoreRelo(0, ids[id(local)], acc, BPF_CORE_FIELD_EXISTS) for acc in ("0:0", "0:1")]
+    lib = CoreEngine(BTF.from_bytes(data), t)
+    assert [lib.relocate(r).new_val for r in relos] == [1, 0]  # thing___b pruned by relo #0
+    kern = CoreEngine(BTF.from_bytes(data), t, rules=Rules.get("kernel"))
+    assert [kern.relocate(r).new_val for r in relos] == [1, 1]
+
+
+def test_type_matches():
+    from pybpf.asm import BPF_CORE_TYPE_MATCHES
+
+    t = target_btf()
+    same = Struct("task_struct", [("pid", pid_t), ("comm", Array(char, 16))])
+    assert relocate(same, "0", BPF_CORE_TYPE_MATCHES, t).new_val == 1
+    wrong_len = Struct("task_struct", [("comm", Array(char, 8))])
+    assert relocate(wrong_len, "0", BPF_CORE_TYPE_MATCHES, t).new_val == 0
+    wrong_sign = Struct("task_struct", [("pid", u32)])
+    assert relocate(wrong_sign, "0", BPF_CORE_TYPE_MATCHES, t).new_val == 0
+    assert relocate(wrong_sign, "0", BPF_CORE_TYPE_EXISTS, t).new_val == 1
+
+
+def test_bitfields_and_anonymous_members():
+    from pybpf.asm import BPF_CORE_FIELD_LSHIFT_U64, BPF_CORE_FIELD_RSHIFT_U64
+
+    def bits(b, int_):
+        uint = b.add_int("unsigned int", 4)
+        anon = b.add_struct("", 8, [("lo", uint, 0, 3), ("hi", uint, 35, 5)])
+        b.add_struct("flags", 16, [("pad", int_, 0), ("", anon, 64)])
+
+    t = target_btf(extra=bits)
+    local = Struct("flags", [("hi", u32, 5), ("lo", u8, 3)])
+    assert local.hi.access == "0:0" and local.hi.bitfield == 5
+
+    def val(ref, kind):
+        return relocate(local, ref.access, kind, t).new_val
+
+    # hi: bits 99..103 of the struct: 4-byte unit at byte 12, bit 3 in it.
+    assert val(local.hi, BPF_CORE_FIELD_BYTE_OFFSET) == 12
+    assert val(local.hi, BPF_CORE_FIELD_BYTE_SIZE) == 4
+    assert val(local.hi, BPF_CORE_FIELD_LSHIFT_U64) == 64 - (99 + 5 - 96)
+    assert val(local.hi, BPF_CORE_FIELD_RSHIFT_U64) == 59
+    assert val(local.hi, BPF_CORE_FIELD_SIGNED) == 0
+
+
+def _split_module(base: BTF) -> bytes:
+    """Split BTF on top of ``base``: int (id N) and struct mod_thing {int a; int b;}."""
+    import struct as st
+
+    n = len(base)
+    strings = b"\0int\0mod_thing\0a\0b\0"
+    base_str = base._se - base._ss  # string offsets continue after the base's
+    off = {name: base_str + strings.index(name.encode() + b"\0") for name in
+           ("int", "mod_thing", "a", "b")}  # fmt: skip
+    types = st.pack("<III I", off["int"], 1 << 24, 4, (1 << 24) | 32)
+    types += st.pack("<III", off["mod_thing"], (4 << 24) | 2, 8)
+    types += st.pack("<III III", off["a"], n, 0, off["b"], n, 32)
+    hdr = st.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
+
+
+def test_module_btf_only_when_vmlinux_has_no_candidate():
+    base = target_btf()
+    module = BTF.from_bytes(_split_module(base), base=base)
+    loads = []
+
+    def corrupt() -> BTF:
+        loads.append(1)
+        return BTF.from_bytes(b"\x9f\xeb\x01\x00" + b"\xff" * 20)
+
+    # A vmlinux type never reads module BTF, even a corrupt one.
+    data, ids = encode_local_btf([task_struct])
+    engine = CoreEngine(BTF.from_bytes(data), base, modules=[("bad_mod", corrupt)])
+    assert engine.relocate(CoreRelo(0, ids[id(task_struct)], "0:0", 0)).new_val == 32
+    assert loads == []
+    # A module type is found in the module, at the module's ids.
+    thing = Struct("mod_thing___v2", [("b", u32)])
+    data, ids = encode_local_btf([thing])
+    engine = CoreEngine(BTF.from_bytes(data), base, modules=[("good_mod", lambda: module)])
+    r = engine.relocate(CoreRelo(0, ids[id(thing)], "0:0", 0))
+    assert (r.new_val, r.target_type_id) == (4, len(base) + 1)
+    assert r.candidates[0].btf_name == "good_mod"
+    # The same search with the corrupt module fails and says which module.
+    engine = CoreEngine(BTF.from_bytes(data), base, modules=[("bad_mod", corrupt)])
+    with pytest.raises(CORERelocationError, match="bad_mod"):
+        engine.relocate(CoreRelo(0, ids[id(thing)], "0:0", 0))
+
+
+def test_candidates_explain_rejections():
+    t = target_btf()
+    weird = Struct("task_struct___w", [("pid", Struct("inner", [("x", u32)]))])
+    r = relocate(weird, "0:0", BPF_CORE_FIELD_EXISTS, t)
+    assert r.new_val == 0
+    (cand,) = r.candidates
+    assert not cand.matched and "pid" in cand.reason and "incompatible" in cand.reason
+
+
+def test_relocating_against_own_local_btf_changes_nothing():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_core_gen import _blob, generate
+
+    from pybpf.asm import R0, Asm
+    from pybpf.cdecl import EnumValueRef, FieldRef
+    from pybpf.object import ObjectSpec, ProgramSpec, _core_roots
+
+    cases = [c for c in generate(_blob("debian-6.1.0-56-amd64"))
+             if "___" not in getattr(c.target, "root", c.target).name
+             and c.kind not in ("target_type_id", "local_type_id")]  # fmt: skip
+    a = Asm()
+    for c in cases:
+        c.emit(a)
+    a.mov(R0, 0).exit()
+    spec = ObjectSpec("x", [ProgramSpec("x", "raw_tp/x", a.assemble())])
+    data, ids = encode_local_btf(_core_roots(spec.programs))
+    local = BTF.from_bytes(data)
+    engine = CoreEngine(local, local)
+    same = 0
+    for c in cases:
+        t = c.target
+        root = t.root if isinstance(t, (FieldRef, EnumValueRef)) else t
+        access = t.access if isinstance(t, (FieldRef, EnumValueRef)) else "0"
+        try:
+            r = engine.relocate(CoreRelo(0, ids[id(root)], access, c.kind_number))
+        except CORERelocationError as err:
+            assert "ambiguous" in str(err)  # the same name declared twice locally
+            continue
+        assert not r.poison and r.new_val == r.orig_val, c.label
+        same += 1
+    assert same > 500

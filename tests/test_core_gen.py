@@ -107,7 +107,9 @@ class _Mirror:
             return cd.Fwd(t.name, union=t.kflag)
         if k == BTF_KIND_PTR:
             return cd.Ptr(None)
-        return self.ctype(t.type, depth)  # RESTRICT, TYPE_TAG: skipped
+        if k in (11, 18):  # RESTRICT, TYPE_TAG: skipped
+            return self.ctype(t.type, depth)
+        return cd.Fwd("pybpf_opaque")  # void, function prototypes
 
     def enum(self, tid: int, extra: bool = False) -> cd.Enum:
         t = self.btf.type(tid)
