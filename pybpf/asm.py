@@ -21,11 +21,10 @@ with jump offsets resolved and every symbolic operand still attached.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import count
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import isa
-from .cdecl import CType, EnumValueRef, FieldRef, core_field_value
+from .cdecl import CType, FieldRef
 from .errors import AsmError
 
 # libbpf's enum bpf_core_relo_kind (include/uapi/linux/bpf.h).
@@ -62,6 +61,21 @@ FP = R10
 Operand = Union[Reg, int]
 
 MAX_BPF_STACK = 512  # bytes of stack per frame (include/linux/filter.h)
+MapRef = Union[str, int, Any]  # a name, an fd, a spec with .name, a live map with fileno()
+
+
+def _map_ref(ref: MapRef) -> tuple[Optional[str], int]:
+    """(name, fd) of a map reference: exactly one of them says which map."""
+    if isinstance(ref, str):
+        return ref, 0
+    if isinstance(ref, int):
+        return None, ref
+    if hasattr(ref, "fileno"):
+        return None, int(ref.fileno())
+    name = getattr(ref, "name", None)
+    if not isinstance(name, str):
+        raise AsmError(f"not a map reference: {ref!r}")
+    return name, 0
 
 
 @dataclass(frozen=True)
@@ -80,13 +94,6 @@ class CoreAccess:
     @classmethod
     def of_field(cls, kind: int, ref: FieldRef) -> CoreAccess:
         return cls(kind, ref.root, ref.access, ref.dotted)
-
-
-_CORE_LABELS = count()  # unique label names for the code read_bitfield emits
-
-
-def _name(field: FieldRef) -> str:
-    return f"{field.root.name}.{field.dotted}"
 
 
 _JUMP_OPS = {
@@ -242,20 +249,23 @@ class Asm:
         return self.emit(isa.Instruction(isa.BPF_JMP | isa.BPF_EXIT))
 
     # -- maps ------------------------------------------------------------
-    def ld_map_fd(self, dst: Reg, map_name: str) -> Asm:
-        """``dst = &map`` (BPF_PSEUDO_MAP_FD; the loader patches in the fd)."""
+    def ld_map_fd(self, dst: Reg, map_name: MapRef) -> Asm:
+        """``dst = &map`` (BPF_PSEUDO_MAP_FD).  A map by name or spec (anything with a
+        ``name``): the loader patches in the fd; a live map (``fileno()``) or an fd: as is."""
+        name, fd = _map_ref(map_name)
         return self.emit(
-            isa.Instruction(isa.LD_IMM64, dst.index, isa.BPF_PSEUDO_MAP_FD, map=map_name)
+            isa.Instruction(isa.LD_IMM64, dst.index, isa.BPF_PSEUDO_MAP_FD, imm=fd, map=name)
         )
 
-    def ld_map_value(self, dst: Reg, map_name: str, offset: int = 0) -> Asm:
+    def ld_map_value(self, dst: Reg, map_name: MapRef, offset: int = 0) -> Asm:
         """``dst = &map_value[0] + offset`` (BPF_PSEUDO_MAP_VALUE, Linux 5.2).
 
         Loads through this pointer from a frozen BPF_F_RDONLY_PROG map are
         constants to the verifier, which then prunes branches they decide."""
+        name, fd = _map_ref(map_name)
         return self.emit(
             isa.Instruction(
-                isa.LD_IMM64, dst.index, isa.BPF_PSEUDO_MAP_VALUE, imm=offset << 32, map=map_name
+                isa.LD_IMM64, dst.index, isa.BPF_PSEUDO_MAP_VALUE, imm=offset << 32 | fd, map=name
             )
         )
 
@@ -400,8 +410,11 @@ class Asm:
         return self._atomic(dst, off, src, size, isa.BPF_CMPXCHG)
 
     def load_acquire(self, dst: Reg, src: Reg, off: int, *, size: int) -> Asm:
-        """``dst = load_acquire(src + off)`` (Linux 6.15)."""
-        return self._atomic(src, off, dst, size, isa.BPF_LOAD_ACQ)
+        """``dst = load_acquire(src + off)`` (Linux 6.15): unlike the other atomics, dst
+        is the result and src the address, as in a load."""
+        code = isa.BPF_STX | isa.BPF_ATOMIC | isa.size_from_bytes(size)
+        insn = isa.Instruction(code, dst.index, src.index, self._off(off), isa.BPF_LOAD_ACQ)
+        return self.emit(insn)
 
     def store_release(self, dst: Reg, off: int, src: Reg, *, size: int) -> Asm:
         """``store_release(dst + off, src)`` (Linux 6.15)."""

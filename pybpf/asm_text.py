@@ -248,7 +248,7 @@ def _load_acquire(ln: _Line, m: re.Match) -> isa.Instruction:
     size = ln.size(m.group(3))
     src, off = ln.mem(m, 4)
     dst = ln.reg(m.group(1), "r" if size == isa.BPF_DW else None)
-    return isa.Instruction(isa.BPF_STX | isa.BPF_ATOMIC | size, src, dst, off, isa.BPF_LOAD_ACQ)
+    return isa.Instruction(isa.BPF_STX | isa.BPF_ATOMIC | size, dst, src, off, isa.BPF_LOAD_ACQ)
 
 
 @_form(rf"store_release\(\s*{_PTR}\s*{_MEM}\s*,\s*({_REG})\s*\)")

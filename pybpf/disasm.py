@@ -160,9 +160,9 @@ def format_insn(
     if mode == isa.BPF_MEM:
         return f"*(u{bits} *)({_mem(dst, off)}) = {w}{src}"
     # BPF_STX | BPF_ATOMIC
+    if imm == isa.BPF_LOAD_ACQ:  # dst is the result, src the address
+        return f"{w}{dst} = load_acquire((u{bits} *)({_mem(src, off)}))"
     ptr = f"(u{bits} *)({_mem(dst, off)})"
-    if imm == isa.BPF_LOAD_ACQ:
-        return f"{w}{src} = load_acquire({ptr})"
     if imm == isa.BPF_STORE_REL:
         return f"store_release({ptr}, {w}{src})"
     if imm == isa.BPF_XCHG:
