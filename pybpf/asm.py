@@ -21,10 +21,11 @@ with jump offsets resolved and every symbolic operand still attached.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import count
 from typing import Any, Callable, Optional, Union
 
 from . import isa
-from .cdecl import CType, FieldRef
+from .cdecl import CType, EnumValueRef, FieldRef, core_field_value
 from .errors import AsmError
 
 # libbpf's enum bpf_core_relo_kind (include/uapi/linux/bpf.h).
@@ -94,6 +95,13 @@ class CoreAccess:
     @classmethod
     def of_field(cls, kind: int, ref: FieldRef) -> CoreAccess:
         return cls(kind, ref.root, ref.access, ref.dotted)
+
+
+_CORE_LABELS = count()  # unique label names for the code read_bitfield emits
+
+
+def _name(field: FieldRef) -> str:
+    return f"{field.root.name}.{field.dotted}"
 
 
 _JUMP_OPS = {
