@@ -15,7 +15,7 @@ from .errors import PyBPFError, VerifierError
 
 USAGE = """\
 pybpf run PROGRAM [ARGS...]       load, attach and run a program (e.g. runqslower)
-pybpf explain PROGRAM [--btf FILE] [--json]
+pybpf explain PROGRAM [--btf FILE] [--json] [-v]
                                   show every CO-RE relocation against a kernel's BTF
 pybpf list                        list the programs that ship with pybpf
 
@@ -44,6 +44,10 @@ def _cmd_explain(argv: list[str]) -> int:
     parser.add_argument("program")
     parser.add_argument("--btf", metavar="FILE", help="target BTF (default: running kernel)")
     parser.add_argument("--json", action="store_true", help="one JSON array of relocations")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="also the candidates considered and why each was rejected",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     tool = load_tool(args.program)
     tool_args = tool_parser(tool, args.program).parse_args([])
@@ -51,7 +55,7 @@ def _cmd_explain(argv: list[str]) -> int:
     prepared = prepare(tool.build(tool_args), load_btf(args.btf))
     relos = prepared.relocations
     if args.json:
-        json.dump([r.as_dict() for r in relos], sys.stdout, indent=1)
+        json.dump([r.as_dict(args.verbose) for r in relos], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     header = ("PROGRAM", "INSN", "KIND", "TYPE", "FIELD", "ACCESS", "LOCAL", "TARGET")
@@ -61,9 +65,26 @@ def _cmd_explain(argv: list[str]) -> int:
         for r in relos
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
+    for n, row in enumerate(rows):
         sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        if args.verbose and n:
+            _explain_candidates(relos[n - 1])
     return 0
+
+
+def _explain_candidates(relo: object) -> None:
+    """``explain -v``: the matched target access, then every candidate and its fate."""
+    if getattr(relo, "reason", ""):
+        sys.stdout.write(f"    poisoned: {relo.reason}\n")  # type: ignore[attr-defined]
+    if getattr(relo, "spec", ""):
+        sys.stdout.write(f"    target: {relo.spec}\n")  # type: ignore[attr-defined]
+    for c in getattr(relo, "candidates", ()):
+        verdict = "matched" if c.matched else "rejected"
+        where = "" if c.btf_name == "vmlinux" else f" ({c.btf_name})"
+        sys.stdout.write(
+            f"    candidate [{c.type_id}] {c.kind.lower()} {c.type_name}{where}: {verdict}"
+            + ("" if c.matched else f": {c.reason}") + "\n"
+        )
 
 
 def _cmd_list(argv: list[str]) -> int:

@@ -183,8 +183,9 @@ def explain_poison(log: str, prog: PreparedProgram) -> str:
     hits = [int(m.group(1)) for m in _POISON_CALL.finditer(log)]
     for index in reversed(hits):
         if index in poisoned:
-            return f" ({poisoned[index]}: the field does not exist on this kernel)"
-    return " (a CO-RE relocation failed on this kernel)"
+            # The comment names program, instruction, type, field and the reason.
+            return f"; unknown#{POISON_IMM} is a failed CO-RE relocation: {poisoned[index]}"
+    return f"; unknown#{POISON_IMM} is a CO-RE relocation that failed on this kernel"
 
 
 def verifier_excerpt(log: str, lines: int = 12) -> str:

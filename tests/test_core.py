@@ -324,7 +324,8 @@ def test_relocating_against_own_local_btf_changes_nothing():
         try:
             r = engine.relocate(CoreRelo(0, ids[id(root)], access, c.kind_number))
         except CORERelocationError as err:
-            assert "ambiguous" in str(err)  # the same name declared twice locally
+            # The same name declared twice locally, or a size-less (void) typedef.
+            assert "ambiguous" in str(err) or "no size" in str(err), err
             continue
         assert not r.poison and r.new_val == r.orig_val, c.label
         same += 1

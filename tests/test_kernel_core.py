@@ -51,3 +51,26 @@ def test_kernel_relocates_like_pybpf(loaded, name):
         r.insn: "poisoned" if r.target is None else (r.local, r.target) for r in prog.relocations
     }
     assert kernel == ours, log[-3000:]
+
+
+def test_reachable_poisoned_relocation_is_explained(loaded):
+    """A load through a field this kernel lacks, on a path the verifier takes: the
+    error names program, instruction, type, field and why (not just unknown#195896080)."""
+    from pybpf.asm import R0, R1, R6, Asm
+    from pybpf.cdecl import Struct, u32
+    from pybpf.errors import VerifierError
+    from pybpf.object import ObjectSpec, ProgramSpec
+
+    ghost = Struct("task_struct___ghost", [("no_such_field", u32)])
+    a = Asm()
+    a.call("get_current_task_btf").mov(R6, R0)
+    a.ldx_core(R1, R6, ghost.no_such_field)
+    a.mov(R0, 0).exit()
+    spec = ObjectSpec("ghost", [ProgramSpec("ghost_reader", "raw_tp/sys_enter", a.assemble())])
+    prepared = prepare(spec, BTF.kernel())
+    with LoadedObject(prepared) as obj, pytest.raises(VerifierError) as err:
+        obj.load()
+    msg = str(err.value)
+    for word in ("ghost_reader", "insn 2", "task_struct___ghost.no_such_field", "byte_off",
+                 "no member 'no_such_field'"):  # fmt: skip
+        assert word in msg, msg
