@@ -278,3 +278,38 @@ def _blob(name: str) -> BTF:
     from pathlib import Path
 
     return BTF.from_file(Path(__file__).resolve().parent.parent / "btf" / f"{name}.btf.xz")
+
+
+def test_libbpf_and_kernel_rules_differ_only_where_documented():
+    """On generated cases (one relocation per engine, so no narrowing), libbpf's and
+    the kernel's rules agree except that the kernel refuses deep type_matches."""
+    from pybpf.asm import R0
+    from pybpf.cdecl import encode_local_btf
+    from pybpf.core import CoreEngine, CoreRelo
+    from pybpf.errors import CORERelocationError
+    from pybpf.object import ProgramSpec, _core_roots
+
+    btf = _blob("debian-6.12.95+deb12-amd64")
+    cases = generate(btf, structs=30, enums=10)
+    a = Asm()
+    for c in cases:
+        c.emit(a)
+    a.mov(R0, 0).exit()
+    data, ids = encode_local_btf(_core_roots([ProgramSpec("x", "raw_tp/x", a.assemble())]))
+    local = BTF.from_bytes(data)
+    differ = 0
+    for c in cases:
+        t = c.target
+        ref = isinstance(t, (cd.FieldRef, cd.EnumValueRef))
+        relo = CoreRelo(0, ids[id(t.root if ref else t)], t.access if ref else "0", c.kind_number)
+        results = []
+        for rules in ("libbpf", "kernel"):
+            try:
+                r = CoreEngine(local, btf, rules=rules).relocate(relo)
+                results.append((r.new_val, r.poison))
+            except CORERelocationError as err:
+                results.append(("error", str(err)[:20]))
+        if results[0] != results[1]:
+            assert c.kind == "type_matches" and results[1][0] == "error", (c.label, results)
+            differ += 1
+    assert differ < len(cases) // 10
