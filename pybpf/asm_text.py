@@ -480,3 +480,58 @@ def to_bytes(
             )
         out.append(insn.encode())
     return b"".join(out)
+
+
+def main(argv: list[str]) -> int:
+    """``pybpf asm FILE.s [-o OUT]``: assemble; raw bytes to OUT, else a hex listing."""
+    import argparse
+    import sys
+
+    from .disasm import format_insn, helper_numbers, load_btf, read_input
+
+    parser = argparse.ArgumentParser(
+        prog="pybpf asm",
+        description="Assemble LLVM-syntax BPF assembly into raw instructions (8 bytes a slot).",
+    )
+    parser.add_argument("file", help="assembly source ('-': stdin)")
+    parser.add_argument("-o", "--output", metavar="OUT", help="write the raw bytes here")
+    parser.add_argument(
+        "--btf", metavar="FILE", help="helper numbers for `call NAME` (default: running kernel)"
+    )
+    args = parser.parse_args(argv)
+    raw = read_input(args.file)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise AsmError(f"{args.file}: not a text file") from None
+    insns = assemble(text, "<stdin>" if args.file == "-" else args.file)
+    numbers: Optional[dict[str, int]] = None
+    if any(i.helper is not None for i in insns):
+        numbers = helper_numbers(load_btf(args.btf, required=True))
+
+    def number(name: str) -> int:
+        assert numbers is not None
+        if name not in numbers:
+            raise AsmError(f"helper bpf_{name}() does not exist on the target kernel")
+        return numbers[name]
+
+    data = to_bytes(insns, number)
+    if args.output:
+        try:
+            with open(args.output, "wb") as f:
+                f.write(data)
+        except OSError as err:
+            raise AsmError(f"cannot write {args.output}: {err.strerror}") from None
+        return 0
+    slot = 0
+    for insn in insns:
+        if insn.helper is not None:
+            insn = insn.with_(imm=number(insn.helper))
+        chunk = insn.encode()
+        words = [chunk[i : i + 8] for i in range(0, len(chunk), 8)]
+        text_of = format_insn(insn).split("\n")[0]
+        for k, word in enumerate(words):
+            listing = text_of if k == 0 else ""
+            sys.stdout.write(f"{slot + k:5}: {word.hex(' ')}  {listing}".rstrip() + "\n")
+        slot += len(words)
+    return 0

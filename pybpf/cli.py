@@ -18,6 +18,10 @@ pybpf run PROGRAM [ARGS...]       load, attach and run a program (e.g. runqslowe
 pybpf explain PROGRAM [--btf FILE] [--json] [-v]
                                   show every CO-RE relocation against a kernel's BTF
 pybpf list                        list the programs that ship with pybpf
+pybpf asm FILE.s [-o OUT] [--btf FILE]
+                                  assemble LLVM-syntax BPF assembly (raw bytes or hex listing)
+pybpf disasm FILE [--btf FILE]    raw instruction bytes back to assembly text
+pybpf dump PROGRAM [--btf FILE]   a program's instructions as loaded for a kernel, annotated
 
 PROGRAM is a shipped program's name or the path of your own program file
 (a Python module defining TOOL = <a pybpf.tool.Tool>).
@@ -87,6 +91,55 @@ def _explain_candidates(relo: object) -> None:
         )
 
 
+def _cmd_asm(argv: list[str]) -> int:
+    from .asm_text import main as asm_main
+
+    return asm_main(argv)
+
+
+def _cmd_disasm(argv: list[str]) -> int:
+    from .disasm import main as disasm_main
+
+    return disasm_main(argv)
+
+
+def _cmd_dump(argv: list[str]) -> int:
+    from .disasm import btf_namers, disassemble
+    from .object import prepare
+    from .runner import load_btf, load_tool, tool_parser
+
+    parser = argparse.ArgumentParser(
+        prog="pybpf dump",
+        description="Show a program as it would be loaded against a kernel: CO-RE relocated, "
+        "helpers numbered and named, maps named, relocations annotated.",
+    )
+    parser.add_argument("program")
+    parser.add_argument("--btf", metavar="FILE", help="target BTF (default: running kernel)")
+    args = parser.parse_args(argv)
+    tool = load_tool(args.program)
+    tool_args = tool_parser(tool, args.program).parse_args([])
+    tool.check_arguments(parser, tool_args)
+    btf = load_btf(args.btf)
+    prepared = prepare(tool.build(tool_args), btf)
+    helper, kfunc = btf_namers(btf)
+    for prog in prepared.programs:
+        relos = {r.insn: r for r in prog.relocations}
+
+        def note(slot: int, insn: object, relos: dict = relos) -> str:
+            r = relos.get(slot)
+            comment = getattr(insn, "comment", None)
+            if r is None:
+                return comment or ""
+            what = f"{r.type}.{r.field}" if r.field else r.type
+            target = "-" if r.target is None else r.target
+            return f"CO-RE {r.kind} {what} [{r.access}]: {r.local} -> {target}"
+
+        slots = sum(i.slots for i in prog.insns)
+        sys.stdout.write(f'; {prog.name}: SEC("{prog.section}"), {slots} instructions\n')
+        sys.stdout.write(f"{prog.name}:\n" + disassemble(prog.insns, helper, kfunc, note) + "\n")
+    return 0
+
+
 def _cmd_list(argv: list[str]) -> int:
     from .runner import load_tool, shipped_programs
 
@@ -95,7 +148,14 @@ def _cmd_list(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "explain": _cmd_explain, "list": _cmd_list}
+COMMANDS = {
+    "run": _cmd_run,
+    "explain": _cmd_explain,
+    "list": _cmd_list,
+    "asm": _cmd_asm,
+    "disasm": _cmd_disasm,
+    "dump": _cmd_dump,
+}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -110,7 +170,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     command = COMMANDS.get(argv[0])
     if command is None:
-        sys.stderr.write(f"pybpf: error: unknown command {argv[0]!r} (run, explain, list)\n")
+        sys.stderr.write(f"pybpf: error: unknown command {argv[0]!r} ({', '.join(COMMANDS)})\n")
         return 2
     try:
         return command(argv[1:])

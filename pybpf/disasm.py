@@ -270,3 +270,74 @@ def btf_namers(btf: Any) -> tuple[Namer, Namer]:
         return t.name if t.kind == BTF_KIND_FUNC and t.name else None
 
     return helper, kfunc
+
+
+def helper_numbers(btf: Any) -> dict[str, int]:
+    """Helper name (without ``bpf_``) -> number, from a BTF's ``enum bpf_func_id``."""
+    from .btf import BTF_KIND_ENUM
+
+    ids = btf.find("bpf_func_id", BTF_KIND_ENUM)
+    if not ids:
+        return {}
+    return {
+        v.name[9:]: v.value
+        for v in btf.type(ids[0]).values
+        if v.name.startswith("BPF_FUNC_") and v.name != "BPF_FUNC_unspec"
+    }
+
+
+def load_btf(path: Optional[str], required: bool) -> Any:
+    """The BTF of ``path``, else the running kernel's; None if that is missing and not
+    ``required`` (names are then only numbers)."""
+    import os
+
+    from .btf import BTF
+    from .errors import PyBPFError
+
+    if path is None and not required and not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return None
+    try:
+        return BTF.from_file(path) if path else BTF.kernel()
+    except OSError as err:
+        raise PyBPFError(f"cannot read BTF {path or '/sys/kernel/btf/vmlinux'}: "
+                         f"{err.strerror}") from None  # fmt: skip
+
+
+def read_input(path: str) -> bytes:
+    import sys
+
+    from .errors import PyBPFError
+
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise PyBPFError(f"cannot read {path}: {err.strerror}") from None
+
+
+def main(argv: list[str]) -> int:
+    """``pybpf disasm FILE``: raw instruction bytes (8 per slot) back to assembly text."""
+    import argparse
+    import sys
+
+    from .errors import PyBPFError
+
+    parser = argparse.ArgumentParser(
+        prog="pybpf disasm",
+        description="Disassemble raw BPF instruction bytes (as `pybpf asm -o` writes) into "
+        "LLVM's assembly syntax; `pybpf asm` reads the output back to the same bytes.",
+    )
+    parser.add_argument("file", help="raw little-endian instructions, 8 bytes a slot ('-': stdin)")
+    parser.add_argument(
+        "--btf", metavar="FILE", help="helper and kfunc names from this BTF (default: the kernel)"
+    )
+    args = parser.parse_args(argv)
+    data = read_input(args.file)
+    if len(data) % 8:
+        raise PyBPFError(f"{args.file}: {len(data)} bytes is not a whole number of 8-byte slots")
+    btf = load_btf(args.btf, required=args.btf is not None)
+    helper, kfunc = btf_namers(btf) if btf is not None else (None, None)
+    sys.stdout.write(disassemble(data, helper, kfunc))
+    return 0
