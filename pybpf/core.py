@@ -24,8 +24,7 @@ signedness.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 from . import isa
@@ -93,17 +92,20 @@ _U64 = (1 << 64) - 1
 _SHRT_MAX = 0x7FFF
 _COMPOSITE = (BTF_KIND_STRUCT, BTF_KIND_UNION)
 _ANY_ENUM = (BTF_KIND_ENUM, BTF_KIND_ENUM64)
-_ACCESS = re.compile(r"^\d+(?::\d+)*$")
 
 
-@dataclass(frozen=True)
 class Rules:
-    """Where libbpf (user space) and the kernel's copy of relo_core.c differ."""
+    """Where libbpf (user space) and the kernel's copy of relo_core.c differ.
 
-    name: str
-    depth: int  # recursion budget of types_are_compat / types_match
-    exact_kind: bool  # candidates must have the local kind exactly (kernel: btf_kind() !=)
-    narrow: bool  # a matching relocation narrows the type's cached candidate list
+    (Plain classes here, not dataclasses: each dataclass costs start-up time.)"""
+
+    __slots__ = ("name", "depth", "exact_kind", "narrow")
+
+    def __init__(self, name: str, depth: int, exact_kind: bool, narrow: bool) -> None:
+        self.name = name
+        self.depth = depth  # recursion budget of types_are_compat / types_match
+        self.exact_kind = exact_kind  # candidates need the local kind exactly (kernel)
+        self.narrow = narrow  # a matching relocation narrows the cached candidate list
 
     @classmethod
     def get(cls, name: Union[str, Rules]) -> Rules:
@@ -131,27 +133,27 @@ class CoreRelo:
     kind: int
 
 
-@dataclass
 class Accessor:
     """libbpf's ``bpf_core_accessor``: a named member, or an array index (name None).
 
     ``type_id``: the struct/union holding the member, or the array's element type."""
 
-    type_id: int
-    idx: int
-    name: Optional[str]
+    __slots__ = ("type_id", "idx", "name")
+
+    def __init__(self, type_id: int, idx: int, name: Optional[str]) -> None:
+        self.type_id, self.idx, self.name = type_id, idx, name
 
 
-@dataclass
 class Spec:
     """A parsed access path against one BTF (libbpf's ``struct bpf_core_spec``)."""
 
-    btf: BTF
-    root_type_id: int
-    kind: int
-    raw: list[int] = field(default_factory=list)
-    accessors: list[Accessor] = field(default_factory=list)
-    bit_offset: int = 0
+    __slots__ = ("btf", "root_type_id", "kind", "raw", "accessors", "bit_offset")
+
+    def __init__(self, btf: BTF, root_type_id: int, kind: int) -> None:
+        self.btf, self.root_type_id, self.kind = btf, root_type_id, kind
+        self.raw: list[int] = []
+        self.accessors: list[Accessor] = []
+        self.bit_offset = 0
 
     def format(self) -> str:
         """libbpf's ``bpf_core_format_spec``: ``[5] STRUCT task.comm[3] (0:84:3 @ offset 3043)``."""
@@ -174,16 +176,23 @@ class Spec:
         return text + f" ({':'.join(map(str, self.raw))} @ offset {off})"
 
 
-@dataclass(frozen=True)
 class Candidate:
     """A target type considered for a relocation, and what became of it."""
 
-    btf_name: str  # "vmlinux" or a module's name
-    type_id: int
-    type_name: str
-    kind: str
-    matched: bool
-    reason: str = ""  # why it was rejected, or the matched spec
+    __slots__ = ("btf_name", "type_id", "type_name", "kind", "matched", "reason")
+
+    def __init__(
+        self, btf_name: str, type_id: int, type_name: str, kind: str, matched: bool,
+        reason: str = "",
+    ) -> None:  # fmt: skip
+        self.btf_name = btf_name  # "vmlinux" or a module's name
+        self.type_id, self.type_name, self.kind = type_id, type_name, kind
+        self.matched = matched
+        self.reason = reason  # why it was rejected, or the matched spec
+
+    def __repr__(self) -> str:
+        verdict = "matched" if self.matched else f"rejected: {self.reason}"
+        return f"<Candidate {self.btf_name}[{self.type_id}] {self.type_name}: {verdict}>"
 
 
 @dataclass(frozen=True)
@@ -264,9 +273,10 @@ def parse_spec(btf: BTF, type_id: int, access: str, kind: int) -> Spec:
         if access != "0":
             raise CORERelocationError(f"type relocation needs access string '0', got {access!r}")
         return spec
-    if not _ACCESS.match(access):
+    parts = access.split(":")
+    if not all(p.isascii() and p.isdigit() for p in parts):
         raise CORERelocationError(f"malformed access string {access!r}")
-    raw = [int(part) for part in access.split(":")]
+    raw = [int(part) for part in parts]
     if len(raw) > BPF_CORE_SPEC_MAX_LEN:
         raise CORERelocationError(f"access string {access!r} deeper than {BPF_CORE_SPEC_MAX_LEN}")
     spec.raw = raw
@@ -557,12 +567,11 @@ class _Poison(Exception):
     """Internal: libbpf's -EUCLEAN, "poison this instruction"."""
 
 
-@dataclass(frozen=True)
 class _Val:
-    val: int
-    size: int = 0
-    type_id: int = 0
-    validate: bool = True
+    __slots__ = ("val", "size", "type_id", "validate")
+
+    def __init__(self, val: int, size: int = 0, type_id: int = 0, validate: bool = True):
+        self.val, self.size, self.type_id, self.validate = val, size, type_id, validate
 
 
 def _field_value(spec: Optional[Spec], kind: int) -> _Val:
@@ -691,11 +700,11 @@ def calc_relo(local: Spec, targ: Optional[Spec]) -> CoreResult:
 ModuleSource = tuple[str, Union[BTF, Callable[[], BTF]]]
 
 
-@dataclass
 class _Cand:
-    btf: BTF
-    btf_name: str
-    type_id: int
+    __slots__ = ("btf", "btf_name", "type_id")
+
+    def __init__(self, btf: BTF, btf_name: str, type_id: int) -> None:
+        self.btf, self.btf_name, self.type_id = btf, btf_name, type_id
 
 
 class CoreEngine:
