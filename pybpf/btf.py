@@ -319,6 +319,7 @@ class BTF:
         self._str_base = 0  # string offsets below this belong to the base BTF
         self._cache: dict[int, Type] = {}
         self._names: bytes | None = None  # packed u32 name offsets, one per own type
+        self._name_index: dict[str, list[int]] | None = None  # name_index(), once built
 
     # ----------------------------------------------------------------- construction
 
@@ -596,6 +597,40 @@ class BTF:
         wanted = set(offsets)
         return [start + i for i, o in enumerate(array(_U32, names)) if o in wanted]
 
+    def name_index(self) -> dict[str, list[int]]:
+        """Every name -> its type ids (ascending, base's first; anonymous types under "").
+
+        Built once on demand (~70 ms for vmlinux's 127k types); :meth:`find` uses it from
+        then on.  Strings are decoded once per distinct name offset, not once per type."""
+        index = self._name_index
+        if index is not None:
+            return index
+        index = {k: list(v) for k, v in self.base.name_index().items()} if self.base else {}
+        names = self._names
+        if names is None:
+            w = self._words
+            names = self._names = array(_U32, map(w.__getitem__, self._offs)).tobytes()
+        by_off: dict[int, list[int]] = {}
+        tid = self.start_id
+        for off in array(_U32, names):
+            ids = by_off.get(off)
+            if ids is None:
+                by_off[off] = [tid]
+            else:
+                ids.append(tid)
+            tid += 1
+        string = self.string
+        for off, ids in by_off.items():
+            name = string(off)
+            have = index.get(name)
+            if have is None:
+                index[name] = ids
+            else:
+                have.extend(ids)
+                have.sort()
+        self._name_index = index
+        return index
+
     def find(self, name: str, kind: int | None = None) -> list[int]:
         """All type ids named exactly ``name`` (and of ``kind`` if given), ascending."""
         try:
@@ -620,6 +655,11 @@ class BTF:
         return self._find(needle, False, kind)
 
     def _find(self, needle: bytes, exact: bool, kind: int | None) -> list[int]:
+        if exact and self._name_index is not None:
+            ids = list(self._name_index.get(needle.decode(), ()))
+            if kind is not None:
+                ids = [i for i in ids if self.kind_of(i) == kind]
+            return ids
         ids = self.base._find(needle, exact, kind) if self.base is not None else []
         own = self._ids_with_name_offsets(self._string_offsets(needle, exact))
         if kind is not None:

@@ -42,6 +42,7 @@ from pybpf.btf import (
     BTF_VAR_GLOBAL_EXTERN,
     BTF_VAR_STATIC,
     BTF_VERSION,
+    Type,
 )
 from pybpf.errors import BTFError
 
@@ -217,6 +218,75 @@ class BTFBuilder:
             raise BTFError(f"decl tag '{name}': bad component_idx {component_idx}")
         return self._add(name, BTF_KIND_DECL_TAG, 0, False, type_id,
                          (component_idx & _U32_MAX,))
+
+    # ---------------------------------------------------------------- parsed types
+
+    def add_type(self, t: Type) -> int:
+        """Encode a parsed :class:`~pybpf.btf.Type` as is (type ids inside it are kept).
+
+        ``BTF.from_bytes(b.encode()).type(i) == t`` for the i-th type added: the inverse of
+        the parser, for copying or minimizing BTF (``kflag`` and ``vlen`` are taken from
+        ``t``, so even unusual encodings survive)."""
+        k = t.kind
+        if k == BTF_KIND_INT:
+            word = t.int_encoding << 24 | t.int_offset << 16 | t.int_bits
+            if t.int_encoding > 0xF or t.int_offset > 0xFF or t.int_bits > 0xFF:
+                raise BTFError(f"INT '{t.name}': bad encoding word")
+            return self._add(t.name, k, t.vlen, t.kflag, t.size, (word,))
+        if k in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+            extra: list[int] = []
+            for m in t.members:
+                if t.kflag:
+                    if not 0 <= m.bit_offset < 1 << 24 or not 0 <= m.bitfield_size < 256:
+                        raise BTFError(f"'{t.name}.{m.name}': bitfield out of range")
+                    off = m.bitfield_size << 24 | m.bit_offset
+                elif m.bitfield_size:
+                    raise BTFError(f"'{t.name}.{m.name}': bitfield without kflag")
+                else:
+                    off = _check_u32("bit offset", m.bit_offset)
+                extra += (self.add_string(m.name), _check_u32("member type", m.type), off)
+            return self._add(t.name, k, len(t.members), t.kflag, t.size, extra)
+        if k in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+            extra = []
+            for v in t.values:
+                extra.append(self.add_string(v.name))
+                if k == BTF_KIND_ENUM64:
+                    u = v.value & 0xFFFFFFFFFFFFFFFF
+                    extra += (u & _U32_MAX, u >> 32)
+                else:
+                    extra.append(v.value & _U32_MAX)
+            return self._add(t.name, k, len(t.values), t.kflag, t.size, extra)
+        if k == BTF_KIND_ARRAY:
+            return self._add(t.name, k, t.vlen, t.kflag, 0, (
+                _check_u32("elem type", t.elem_type), _check_u32("index type", t.index_type),
+                _check_u32("nelems", t.nelems)))
+        if k == BTF_KIND_FUNC_PROTO:
+            extra = []
+            for p in t.params:
+                extra += (self.add_string(p.name), _check_u32("param type", p.type))
+            return self._add(t.name, k, len(t.params), t.kflag, t.type, extra)
+        if k == BTF_KIND_FUNC:
+            return self._add(t.name, k, t.linkage, t.kflag, t.type)
+        if k == BTF_KIND_VAR:
+            return self._add(t.name, k, t.vlen, t.kflag, t.type,
+                             (_check_u32("linkage", t.linkage),))
+        if k == BTF_KIND_DATASEC:
+            extra = []
+            for si in t.secinfos:
+                extra += (_check_u32("var type", si.type), _check_u32("offset", si.offset),
+                          _check_u32("size", si.size))
+            return self._add(t.name, k, len(t.secinfos), t.kflag, t.size, extra)
+        if k == BTF_KIND_DECL_TAG:
+            return self._add(t.name, k, t.vlen, t.kflag, t.type,
+                             (t.component_idx & _U32_MAX,))
+        if k in (BTF_KIND_FLOAT,):
+            return self._add(t.name, k, t.vlen, t.kflag, t.size)
+        if k == BTF_KIND_FWD:
+            return self._add(t.name, k, t.vlen, t.kflag, 0)
+        if k in (BTF_KIND_PTR, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST,
+                 BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG):
+            return self._add(t.name, k, t.vlen, t.kflag, t.type)
+        raise BTFError(f"cannot encode BTF kind {k}")
 
     # ---------------------------------------------------------------- output
 

@@ -22,6 +22,9 @@ pybpf asm FILE.s [-o OUT] [--btf FILE]
                                   assemble LLVM-syntax BPF assembly (raw bytes or hex listing)
 pybpf disasm FILE [--btf FILE]    raw instruction bytes back to assembly text
 pybpf dump PROGRAM [--btf FILE]   a program's instructions as loaded for a kernel, annotated
+pybpf btf dump [--btf FILE] [--format raw]
+                                  every BTF type, as bpftool's raw dump
+pybpf btf show TYPE [--btf FILE]  a type as C with pahole-style offsets, holes, cachelines
 
 PROGRAM is a shipped program's name or the path of your own program file
 (a Python module defining TOOL = <a pybpf.tool.Tool>).
@@ -148,10 +151,17 @@ def _cmd_list(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_btf(argv: list[str]) -> int:
+    from .btf_dump import main as btf_main
+
+    return btf_main(argv)
+
+
 COMMANDS = {
     "run": _cmd_run,
     "explain": _cmd_explain,
     "list": _cmd_list,
+    "btf": _cmd_btf,
     "asm": _cmd_asm,
     "disasm": _cmd_disasm,
     "dump": _cmd_dump,

@@ -17,7 +17,14 @@ from . import isa
 from .core import POISON_IMM
 from .errors import BPFSyscallError, PyBPFError, VerifierError
 from .maps import Map
-from .object import Globals, KernelCoreRequest, PreparedObject, PreparedProgram
+from .object import (
+    Globals,
+    KernelCoreRequest,
+    MapSpec,
+    PreparedObject,
+    PreparedProgram,
+    program_btf,
+)
 from .syscall import (
     FD,
     btf_load,
@@ -75,18 +82,46 @@ class LoadedObject:
         if warning:
             self.warnings.append(warning)
         spec = self.prepared.spec
+        btf_fd = self._load_program_btf()
         for mspec in spec.maps:
             if mspec.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and mspec.max_entries == 0:
                 # One slot per possible CPU, as libbpf sizes perf event arrays.
                 mspec = replace(mspec, max_entries=max(possible_cpus()) + 1)
-            self.maps[mspec.name] = Map.create(mspec)
+            self.maps[mspec.name] = self._create_map(mspec)
         if spec.rodata is not None:
-            rodata = Map.create(spec.rodata.map_spec())
+            rodata = self._create_map(spec.rodata.map_spec())
             self.maps[Globals.MAP_NAME] = rodata
             rodata.update(b"\0\0\0\0", spec.rodata.pack(self.rodata_values))
             rodata.freeze()
         for prog in self.prepared.programs:
             self.programs[prog.name] = self._load_program(prog)
+        if btf_fd is not None:
+            btf_fd.close()  # the maps and programs hold their own references
+            self._btf_fd = None
+
+    def _load_program_btf(self) -> Optional[FD]:
+        """BPF_BTF_LOAD the object's BTF (FUNCs, map types, .rodata DATASEC; 5.2+).
+
+        Optional, as in libbpf: a kernel that rejects it gets the programs without it."""
+        self._prog_btf = program_btf(self.prepared)
+        try:
+            self._btf_fd: Optional[FD] = btf_load(self._prog_btf.btf)
+        except (BPFSyscallError, VerifierError) as err:
+            self.warnings.append(f"program BTF not loaded, continuing without it: {err}")
+            self._btf_fd = None
+        return self._btf_fd
+
+    def _create_map(self, mspec: MapSpec) -> Map:
+        """Create a map with its key/value BTF, or without it if the kernel refuses."""
+        types = self._prog_btf.map_types.get(mspec.name)
+        if self._btf_fd is not None and types is not None:
+            try:
+                return Map.create(replace(mspec, btf_fd=self._btf_fd.fileno(),
+                                          btf_key_type_id=types[0],
+                                          btf_value_type_id=types[1]))
+            except BPFSyscallError as err:
+                self.warnings.append(f"map {mspec.name}: created without BTF: {err}")
+        return Map.create(mspec)
 
     def _patched(self, prog: PreparedProgram) -> bytes:
         return self._patch_maps(prog.name, prog.insns)
@@ -115,6 +150,7 @@ class LoadedObject:
                 name=prog.name[: BPF_OBJ_NAME_LEN - 1],
                 expected_attach_type=prog.expected_attach_type,
                 attach_btf_id=prog.attach_btf_id,
+                **self._func_info(prog.name),
             )
         except VerifierError as err:
             raise VerifierError(
@@ -123,6 +159,13 @@ class LoadedObject:
                 err.errno,
                 err.log,
             ) from None
+
+    def _func_info(self, name: str) -> dict[str, Union[int, bytes]]:
+        """prog_btf_fd + func_info for BPF_PROG_LOAD when program BTF is loaded."""
+        if getattr(self, "_btf_fd", None) is None:
+            return {}
+        return {"prog_btf_fd": self._btf_fd.fileno(),  # type: ignore[union-attr]
+                "func_info": self._prog_btf.func_info[name]}
 
     def load_kernel_relocated(
         self, prog: PreparedProgram, request: KernelCoreRequest

@@ -15,7 +15,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
+from . import cdecl as _cd
 from . import isa
+from . import uapi as _uapi
 from .asm import Asm, CoreAccess, Reg
 from .btf import BTF, BTF_KIND_ENUM, BTF_KIND_FUNC_PROTO, BTF_KIND_PTR, BTF_KIND_TYPEDEF
 from .btf_encoder import BTF_FUNC_STATIC
@@ -58,6 +60,10 @@ class MapSpec:
     btf_value_type_id: int = 0
     inner_map_fd: int = 0
     map_extra: int = 0
+    # C types of key and value for the map's BTF (``bpftool map dump`` prints typed
+    # entries); when None, a 1/2/4/8-byte key or value is described as __u8.._u64.
+    key_type: Optional[CType] = None
+    value_type: Optional[CType] = None
 
 
 class Globals:
@@ -371,3 +377,63 @@ def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCo
     return KernelCoreRequest(
         builder.encode(), _FUNC_INFO.pack(0, func), b"".join(relos), insns
     )
+
+
+# --------------------------------------------------------------------------- program BTF
+@dataclass
+class ProgramBTF:
+    """The object's own BTF (what clang puts in a ``.bpf.o``'s ``.BTF``), for BPF_BTF_LOAD.
+
+    ``func_info``: per program, its ``struct bpf_func_info`` (one FUNC at insn 0): with it
+    the kernel keeps the full name (bpftool shows it instead of the 15-character
+    ``prog_name``) and a btf_id (5.0).  ``map_types``: per map, the (key, value) type ids
+    for BPF_MAP_CREATE (typed ``bpftool map dump``); ``.rodata`` has key 0 and a DATASEC
+    value, the kernel's rule for global-data maps (5.2)."""
+
+    btf: bytes
+    func_info: dict[str, bytes]
+    map_types: dict[str, tuple[int, int]]
+
+
+# fd-holding and keyless maps: the kernel refuses key/value BTF for them (map_check_no_btf).
+_NO_BTF_MAPS = frozenset(getattr(_uapi, "BPF_MAP_TYPE_" + n) for n in (
+    "PROG_ARRAY", "PERF_EVENT_ARRAY", "STACK_TRACE", "CGROUP_ARRAY", "ARRAY_OF_MAPS",
+    "HASH_OF_MAPS", "DEVMAP", "SOCKMAP", "CPUMAP", "XSKMAP", "SOCKHASH",
+    "REUSEPORT_SOCKARRAY", "DEVMAP_HASH", "STRUCT_OPS", "RINGBUF", "USER_RINGBUF"))
+_SIZED_INTS = {1: _cd.u8, 2: _cd.u16, 4: _cd.u32, 8: _cd.u64}
+
+
+def program_btf(prepared: PreparedObject) -> ProgramBTF:
+    """Encode FUNC/FUNC_PROTO per program, map key/value types and ``.rodata``'s DATASEC."""
+    spec = prepared.spec
+    ctx = _cd.Ptr(_cd.u64)
+    ret = _cd.s32
+    wanted: list[CType] = [ctx, ret]
+    map_ctypes: dict[str, tuple[CType, CType]] = {}
+    for m in spec.maps:
+        if m.map_type in _NO_BTF_MAPS:
+            continue
+        key = m.key_type or _SIZED_INTS.get(m.key_size)
+        value = m.value_type or _SIZED_INTS.get(m.value_size)
+        if key is None or value is None or key.size != m.key_size or value.size != m.value_size:
+            continue
+        map_ctypes[m.name] = (key, value)
+        wanted += (key, value)
+    if spec.rodata is not None:
+        wanted += [ctype for ctype, _ in spec.rodata.variables.values()]
+    builder, ids = build_local_btf(wanted)
+    proto = builder.add_func_proto(ids[id(ret)], [("ctx", ids[id(ctx)])])
+    func_info = {
+        p.name: _FUNC_INFO.pack(0, builder.add_func(p.name, proto, BTF_FUNC_STATIC))
+        for p in prepared.programs
+    }
+    map_types = {name: (ids[id(k)], ids[id(v)]) for name, (k, v) in map_ctypes.items()}
+    if spec.rodata is not None:
+        secinfos = []
+        for name, (ctype, offset) in spec.rodata.variables.items():
+            # const volatile, as C declares read-only globals
+            var_type = builder.add_const(builder.add_volatile(ids[id(ctype)]))
+            secinfos.append((builder.add_var(name, var_type), offset, ctype.size))
+        datasec = builder.add_datasec(Globals.MAP_NAME, spec.rodata.size, secinfos)
+        map_types[Globals.MAP_NAME] = (0, datasec)
+    return ProgramBTF(builder.encode(), func_info, map_types)
