@@ -460,7 +460,7 @@ def assemble(text: str, filename: str = "<input>") -> list[isa.Instruction]:
     """Assemble ``text``: labels resolved, helper calls by name and maps by name still
     symbolic (:func:`pybpf.object.prepare` and the loader resolve them)."""
     insns, labels, lines = parse(text, filename)
-    return link(insns, labels, where=lambda i: f"{filename}:{lines[i]}: ")
+    return link(insns, labels, where=lambda i: f"{filename}:{lines[i]}: ", relax=False)
 
 
 def to_bytes(
