@@ -700,6 +700,22 @@ def calc_relo(local: Spec, targ: Optional[Spec]) -> CoreResult:
 ModuleSource = tuple[str, Union[BTF, Callable[[], BTF]]]
 
 
+def module_sources(base: BTF, directory: str = "/sys/kernel/btf") -> list[ModuleSource]:
+    """Every module's split BTF in ``directory`` (Linux 5.11+), each read only when
+    a relocation needs it (see :class:`CoreEngine`)."""
+    import os
+
+    try:
+        names = sorted(n for n in os.listdir(directory) if n != "vmlinux")
+    except OSError:
+        return []
+
+    def loader(path: str) -> Callable[[], BTF]:
+        return lambda: BTF.from_file(path, base=base)
+
+    return [(name, loader(os.path.join(directory, name))) for name in names]
+
+
 class _Cand:
     __slots__ = ("btf", "btf_name", "type_id")
 

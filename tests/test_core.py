@@ -330,3 +330,22 @@ def test_relocating_against_own_local_btf_changes_nothing():
         assert not r.poison and r.new_val == r.orig_val, c.label
         same += 1
     assert same > 500
+
+
+def test_module_sources_are_read_lazily(tmp_path):
+    from pybpf.core import module_sources
+
+    base = target_btf()
+    (tmp_path / "vmlinux").write_bytes(b"not read")
+    (tmp_path / "good_mod").write_bytes(_split_module(base))
+    (tmp_path / "broken_mod").write_bytes(b"\x9f\xeb\x01\x00garbage")
+    sources = module_sources(base, str(tmp_path))
+    assert [name for name, _ in sources] == ["broken_mod", "good_mod"]
+    thing = Struct("mod_thing", [("a", u32)])
+    data, ids = encode_local_btf([thing])
+    engine = CoreEngine(BTF.from_bytes(data), base, modules=sources[1:])
+    assert engine.relocate(CoreRelo(0, ids[id(thing)], "0:0", 0)).new_val == 0
+    engine = CoreEngine(BTF.from_bytes(data), base, modules=sources)
+    with pytest.raises(CORERelocationError, match="broken_mod"):
+        engine.relocate(CoreRelo(0, ids[id(thing)], "0:0", 0))
+    assert module_sources(base, str(tmp_path / "missing")) == []
