@@ -20,6 +20,8 @@ with jump offsets resolved and every symbolic operand still attached.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from itertools import count
 from typing import Any, Callable, Optional, Union
@@ -123,10 +125,15 @@ class Asm:
     def __init__(self) -> None:
         self.insns: list[isa.Instruction] = []
         self.labels: dict[str, int] = {}  # label -> index into self.insns
+        self.origins: list[tuple[str, int]] = []  # file and line of each instruction's DSL call
 
     # -- plumbing -------------------------------------------------------
     def emit(self, insn: isa.Instruction) -> Asm:
         self.insns.append(insn)
+        frame = sys._getframe(1)
+        while frame.f_code.co_filename == __file__ and frame.f_back is not None:
+            frame = frame.f_back
+        self.origins.append((frame.f_code.co_filename, frame.f_lineno))
         return self
 
     def label(self, name: str) -> Asm:
@@ -616,9 +623,51 @@ class Asm:
 
     # -- result ----------------------------------------------------------
     def assemble(self, require_exit: bool = True) -> list[isa.Instruction]:
-        """Resolve labels into jump offsets (in 8-byte slots, range-checked); an
-        unconditional ``ja`` whose target is beyond 16 bits becomes ``gotol``."""
-        return link(self.insns, self.labels, require_exit=require_exit)
+        """Resolve labels into jump offsets (in 8-byte slots, range-checked) and check
+        every instruction (:func:`pybpf.isa.check`).  A jump whose target is beyond 16
+        bits is relaxed: ``ja`` becomes ``gotol``, a conditional jump jumps over one
+        (cpu v4, Linux 6.6).  Errors name the DSL call (``runqslower.py:123``)."""
+        origins = self.origins if len(self.origins) == len(self.insns) else None
+
+        def where(i: int) -> str:
+            if origins is None or i >= len(origins):
+                return ""
+            return f"{os.path.basename(origins[i][0])}:{origins[i][1]}: "
+
+        return link(self.insns, self.labels, require_exit=require_exit, where=where, relax=True)
+
+
+_INVERSE = {
+    isa.BPF_JEQ: isa.BPF_JNE, isa.BPF_JNE: isa.BPF_JEQ, isa.BPF_JGT: isa.BPF_JLE,
+    isa.BPF_JLE: isa.BPF_JGT, isa.BPF_JGE: isa.BPF_JLT, isa.BPF_JLT: isa.BPF_JGE,
+    isa.BPF_JSGT: isa.BPF_JSLE, isa.BPF_JSLE: isa.BPF_JSGT, isa.BPF_JSGE: isa.BPF_JSLT,
+    isa.BPF_JSLT: isa.BPF_JSGE,
+}  # fmt: skip
+
+
+def _label_in_imm(insn: isa.Instruction) -> bool:
+    """Whether a label resolves into ``imm`` (gotol, bpf-to-bpf call, func) not ``off``."""
+    code, cls = insn.opcode, insn.opcode & 0x07
+    return (
+        code == isa.LD_IMM64
+        or (cls == isa.BPF_JMP32 and code & 0xF0 == isa.BPF_JA)
+        or (cls == isa.BPF_JMP and code & 0xF0 == isa.BPF_CALL)
+    )
+
+
+def _relaxed(insn: isa.Instruction) -> list[isa.Instruction]:
+    """A far jump as instructions that reach any 32-bit distance: ``ja`` -> ``gotol``;
+    ``if c goto L`` -> ``if !c goto +1; gotol L``, or for ``jset`` and ``may_goto``
+    (no inverse) ``if c goto +1; goto +1; gotol L``."""
+    gotol = isa.Instruction(isa.BPF_JMP32 | isa.BPF_JA, label=insn.label, comment=insn.comment)
+    if insn.opcode == isa.BPF_JMP | isa.BPF_JA:
+        return [gotol]
+    op = insn.opcode & 0xF0
+    if op in _INVERSE:
+        inverted = insn.with_(opcode=insn.opcode & ~0xF0 | _INVERSE[op], off=1, label=None)
+        return [inverted, gotol]
+    skip = isa.Instruction(isa.BPF_JMP | isa.BPF_JA, off=1)
+    return [insn.with_(off=1, label=None), skip, gotol]
 
 
 def link(
@@ -627,44 +676,63 @@ def link(
     *,
     require_exit: bool = False,
     where: Optional[Callable[[int], str]] = None,
+    relax: bool = False,
 ) -> list[isa.Instruction]:
     """Resolve every ``label`` (index into ``insns``) to a slot delta: ``off`` of jumps,
-    ``imm`` of ``gotol``, bpf-to-bpf calls and ``func`` references.  ``where(i)`` prefixes
-    error messages (e.g. a file and line)."""
-    slot_of: list[int] = []
-    slot = 0
-    for insn in insns:
+    ``imm`` of ``gotol``, bpf-to-bpf calls and ``func`` references, then check each
+    instruction.  With ``relax``, jumps beyond 16 bits are rewritten (:func:`_relaxed`);
+    without, they are errors, as in LLVM.  ``where(i)`` prefixes error messages."""
+    insns = list(insns)
+    origin = list(range(len(insns)))  # index in the caller's list, for `where`
+    labels = dict(labels)
+
+    def at(i: int) -> str:
+        return where(origin[i]) if where is not None else ""
+
+    while True:
+        slot_of: list[int] = []
+        slot = 0
+        for insn in insns:
+            slot_of.append(slot)
+            slot += insn.slots
         slot_of.append(slot)
-        slot += insn.slots
-    slot_of.append(slot)
-    out: list[isa.Instruction] = []
-    for index, insn in enumerate(insns):
-        if insn.label is not None:
-            at = where(index) if where is not None else ""
-            target = labels.get(insn.label)
-            if target is None:
-                raise AsmError(f"{at}jump to undefined label {insn.label!r}")
-            delta = slot_of[target] - slot_of[index] - 1
-            code, cls = insn.opcode, insn.opcode & 0x07
-            in_imm = (
-                code == isa.LD_IMM64
-                or (cls == isa.BPF_JMP32 and code & 0xF0 == isa.BPF_JA)
-                or (cls == isa.BPF_JMP and code & 0xF0 == isa.BPF_CALL)
-            )
-            if in_imm:
-                if not -(1 << 31) <= delta < (1 << 31):
-                    raise AsmError(f"{at}reference to {insn.label!r} spans {delta} slots")
-                insn = insn.with_(imm=delta & 0xFFFFFFFF if code == isa.LD_IMM64 else delta)
-            elif -(1 << 15) <= delta < (1 << 15):
-                insn = insn.with_(off=delta)
-            elif code == isa.BPF_JMP | isa.BPF_JA:
-                insn = insn.with_(opcode=isa.BPF_JMP32 | isa.BPF_JA, off=0, imm=delta)
-            else:
-                raise AsmError(
-                    f"{at}jump to {insn.label!r} spans {delta} slots: beyond 16 bits "
-                    "(jump to a nearby unconditional jump: it becomes gotol)"
-                )
-        out.append(insn)
+        out: list[isa.Instruction] = []
+        far: Optional[int] = None
+        for index, insn in enumerate(insns):
+            if insn.label is not None:
+                target = labels.get(insn.label)
+                if target is None:
+                    raise AsmError(f"{at(index)}jump to undefined label {insn.label!r}")
+                delta = slot_of[target] - slot_of[index] - 1
+                if _label_in_imm(insn):
+                    if not -(1 << 31) <= delta < (1 << 31):
+                        what = f"reference to {insn.label!r} spans {delta} slots"
+                        raise AsmError(f"{at(index)}{what}")
+                    imm = delta & 0xFFFFFFFF if insn.opcode == isa.LD_IMM64 else delta
+                    insn = insn.with_(imm=imm)
+                elif -(1 << 15) <= delta < (1 << 15):
+                    insn = insn.with_(off=delta)
+                elif relax:
+                    far = index
+                    break
+                else:
+                    hint = "use gotol" if insn.opcode == isa.BPF_JMP | isa.BPF_JA else (
+                        "jump to a nearby gotol")  # fmt: skip
+                    raise AsmError(
+                        f"{at(index)}jump to {insn.label!r} spans {delta} slots: "
+                        f"beyond 16 bits ({hint})"
+                    )
+            problem = isa.check(insn)
+            if problem is not None and insn.raw is None:
+                raise AsmError(f"{at(index)}not an eBPF instruction: {problem} ({insn})")
+            out.append(insn)
+        if far is None:
+            break
+        replacement = _relaxed(insns[far])
+        grow = len(replacement) - 1
+        insns[far : far + 1] = replacement
+        origin[far : far + 1] = [origin[far]] * len(replacement)
+        labels = {name: i + grow if i > far else i for name, i in labels.items()}
     ends = (isa.BPF_JMP | isa.BPF_EXIT, isa.BPF_JMP | isa.BPF_JA, isa.BPF_JMP32 | isa.BPF_JA)
     if require_exit and (not out or out[-1].opcode not in ends):
         raise AsmError("program does not end with exit or an unconditional jump")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from pybpf import isa
@@ -50,20 +52,41 @@ def test_undefined_label_and_missing_exit():
         Asm().mov(R0, 0).assemble()
 
 
-def test_jump_beyond_16_bits_becomes_gotol_or_is_an_error():
+def test_jump_beyond_16_bits_becomes_gotol():
     a = Asm()
     a.ja("far")
+    a.jeq(R1, 0, "far")  # relaxed: jne +1; gotol far
+    a.jset(R1, 1, "far")  # no inverse: jset +1; goto +1; gotol far
+    a.jne(R1, 0, "near")
+    a.label("near")
     for _ in range(40000):
         a.mov(R0, 0)
     a.label("far").exit()
-    first = a.assemble()[0]
-    assert (first.opcode, first.off, first.imm) == (isa.BPF_JMP32 | isa.BPF_JA, 0, 40000)
+    insns = a.assemble()
+    jmp = isa.BPF_JMP | isa.BPF_K
+    gotol = isa.BPF_JMP32 | isa.BPF_JA
+    assert [(i.opcode, i.off, i.imm) for i in insns[:7]] == [
+        (gotol, 0, 40006),
+        (jmp | isa.BPF_JNE, 1, 0),
+        (gotol, 0, 40004),
+        (jmp | isa.BPF_JSET, 1, 1),
+        (isa.BPF_JMP | isa.BPF_JA, 1, 0),
+        (gotol, 0, 40001),
+        (jmp | isa.BPF_JNE, 0, 0),
+    ]
+
+
+def test_errors_name_the_dsl_line():
     a = Asm()
-    a.jeq(R1, 0, "far")
-    for _ in range(40000):
-        a.mov(R0, 0)
-    a.label("far").exit()
-    with pytest.raises(AsmError, match="16 bits"):
+    a.mov(R0, 0)
+    a.ja("nowhere")
+    line = sys._getframe().f_lineno - 1
+    with pytest.raises(AsmError, match=rf"test_asm.py:{line}: jump to undefined label 'nowhere'"):
+        a.assemble()
+    a = Asm()
+    a.emit(isa.Instruction(isa.BPF_ALU64 | isa.BPF_END | isa.BPF_X, 1, 0, 0, 16))
+    a.exit()
+    with pytest.raises(AsmError, match=r"test_asm.py:\d+: not an eBPF instruction: bad byte swap"):
         a.assemble()
 
 
