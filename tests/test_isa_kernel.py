@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pybpf import isa
 from pybpf.asm import FP, R0, R1, R2, R3, R6, R8, R9, Asm, Reg
@@ -658,3 +660,76 @@ def test_check_agrees_with_the_verifier(kernel: object) -> None:
         elif valid and ENCODING_ERRORS.search(verdict) or not valid and not verdict:
             wrong.append((insn, verdict))
     assert not wrong, wrong[:5]
+
+
+# ---------------------------------------------------------------------------------------------
+# random straight-line programs (with forward branches), kernel vs reference
+
+_RANDOM_ALU = [(op, off) for op, off in ALU_OPS.values()]
+
+
+@st.composite
+def random_programs(draw: st.DrawFn) -> list[tuple]:
+    steps = []
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(st.sampled_from(["alu", "alu", "alu", "unary", "branch"]))
+        dst, src = draw(st.integers(0, 8)), draw(st.integers(0, 8))
+        is64 = draw(st.booleans())
+        if kind == "alu":
+            op, off = draw(st.sampled_from(_RANDOM_ALU))
+            imm = draw(st.one_of(st.sampled_from(IMMS), st.integers(-(1 << 31), (1 << 31) - 1)))
+            use_imm = draw(st.booleans())
+            if use_imm and op in (isa.BPF_DIV, isa.BPF_MOD) and imm == 0:
+                imm = 3
+            if use_imm and op in (isa.BPF_LSH, isa.BPF_RSH, isa.BPF_ARSH):
+                imm &= 31 if not is64 else 63
+            steps.append(("alu", op, off, is64, dst, src, imm if use_imm else None))
+        elif kind == "unary":
+            steps.append(("unary", draw(st.integers(0, 10)), dst, src))
+        else:
+            cond = draw(st.sampled_from(CONDS))
+            imm = draw(st.one_of(st.sampled_from(IMMS), st.integers(-(1 << 31), (1 << 31) - 1)))
+            steps.append(("branch", cond, is64, dst, src, draw(st.booleans()) and imm))
+    return steps
+
+
+def _emit_random(steps: list[tuple]) -> Callable[[Asm, Callable[..., int]], None]:
+    regs = [Reg(i) for i in range(9)]
+
+    def body(a: Asm, out: Callable[..., int]) -> None:
+        for i in range(9):  # every register starts as an operand the verifier cannot see
+            a.ldx(regs[i], R9, operand((i * 7 + 3) % len(EDGES)), size=8)
+        for n, step in enumerate(steps):
+            if step[0] == "alu":
+                _, op, off, is64, dst, src, imm = step
+                cls = isa.BPF_ALU64 if is64 else isa.BPF_ALU
+                a._alu(op, cls, regs[dst], regs[src] if imm is None else imm)
+                a.insns[-1] = a.insns[-1].with_(off=off)
+            elif step[0] == "unary":
+                _, which, dst, src = step
+                d, s = regs[dst], regs[src]
+                if which < 2:
+                    (a.neg if which == 0 else a.neg32)(d)
+                elif which < 5:
+                    a.movsx(d, s, (8, 16, 32)[which - 2])
+                elif which < 7:
+                    a.movsx32(d, s, (8, 16)[which - 5])
+                else:
+                    kind, bits = [(a.le, 16), (a.be, 32), (a.bswap, 64), (a.le, 32)][which - 7]
+                    kind(d, bits)
+            else:
+                _, cond, is64, dst, src, imm = step
+                jump = getattr(a, cond + ("" if is64 else "32"))
+                jump(regs[dst], regs[src] if imm is False else imm, f"skip{n}")
+                a.xor(regs[dst], 0x5A)  # skipped or not
+                a.label(f"skip{n}")
+        for i in range(9):
+            a.stx(R9, out(), regs[i], size=8)
+
+    return body
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_programs())
+def test_random_programs_agree_with_reference(kernel: object, steps: list[tuple]) -> None:
+    execute(kernel, Case("random program", _emit_random(steps)))
