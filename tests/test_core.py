@@ -349,3 +349,47 @@ def test_module_sources_are_read_lazily(tmp_path):
     with pytest.raises(CORERelocationError, match="broken_mod"):
         engine.relocate(CoreRelo(0, ids[id(thing)], "0:0", 0))
     assert module_sources(base, str(tmp_path / "missing")) == []
+
+
+def _names_target(b, int_):
+    for name in ("foo", "foo___1", "foo___1___2", "a____b", "a", "___x", "x"):
+        b.add_struct(name, 4, [("v", int_, 0)])
+
+
+@pytest.mark.parametrize(
+    "local, expected",
+    [
+        ("foo___z", ["foo", "foo___1"]),  # foo___1___2's essential name is foo___1
+        ("foo___1___q", ["foo___1___2"]),
+        ("a____b", ["a____b"]),  # no flavor separator: not a candidate of "a"
+        ("___x", ["___x"]),
+        ("foo", ["foo", "foo___1"]),
+    ],
+)
+def test_candidates_by_libbpf_essential_names(local, expected):
+    t = target_btf(extra=_names_target)
+    s = Struct(local, [("v", u32)])
+    r = relocate(s, "0:0", BPF_CORE_FIELD_EXISTS, t)
+    assert sorted(c.type_name for c in r.candidates) == sorted(expected)
+
+
+def test_ambiguity_where_libbpf_raises_it():
+    from pybpf.btf_encoder import BTFBuilder
+
+    def target(members_b):
+        b = BTFBuilder()
+        i4 = b.add_int("int", 4, signed=True)
+        i8 = b.add_int("long", 8, signed=True)
+        b.add_struct("thing___a", 8, [("v", i4, 0)])
+        b.add_struct("thing___b", 8, [("v", i8 if members_b == "wide" else i4,
+                                        32 if members_b == "moved" else 0)])  # fmt: skip
+        return BTF.from_bytes(b.encode())
+
+    local = Struct("thing", [("v", u32)])
+    with pytest.raises(CORERelocationError, match="field offset differs"):
+        relocate(local, "0:0", BPF_CORE_FIELD_BYTE_OFFSET, target("moved"))
+    with pytest.raises(CORERelocationError, match="give 4 and 8"):
+        relocate(local, "0:0", BPF_CORE_FIELD_BYTE_SIZE, target("wide"))
+    # Same offset and same answer from both: no ambiguity (libbpf accepts duplicates).
+    assert relocate(local, "0:0", BPF_CORE_FIELD_BYTE_OFFSET, target("wide")).new_val == 0
+    assert relocate(local, "0:0", BPF_CORE_FIELD_BYTE_SIZE, target("same")).new_val == 4
