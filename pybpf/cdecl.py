@@ -16,6 +16,19 @@ from __future__ import annotations
 from typing import Optional, Union
 
 from .btf_encoder import BTFBuilder
+from .errors import PyBPFError
+
+
+class DeclError(PyBPFError, ValueError):
+    """A local type declared wrongly (bad size, bad bitfield)."""
+
+
+class NoMemberError(PyBPFError, AttributeError):
+    """``task_struct.no_such_member``: the local declaration has no such member."""
+
+
+class PathError(PyBPFError, TypeError):
+    """A member path that does not fit the declaration (index of a non-array, ...)."""
 
 
 class CType:
@@ -34,7 +47,7 @@ class Int(CType):
         self, name: str, size: int, *, signed: bool = False, char: bool = False, bool_: bool = False
     ) -> None:
         if size not in (1, 2, 4, 8, 16):
-            raise ValueError(f"int {name!r}: size {size} is not 1, 2, 4, 8 or 16")
+            raise DeclError(f"int {name!r}: size {size} is not 1, 2, 4, 8 or 16")
         self.name, self.size, self.align = name, size, min(size, 8)
         self.signed, self.char, self.bool_ = signed, char, bool_
 
@@ -95,7 +108,7 @@ class Enum(CType):
         self, name: str, values: dict[str, int], size: int = 4, signed: bool = False
     ) -> None:
         if size not in (1, 2, 4, 8):
-            raise ValueError(f"enum {name!r}: size {size} is not 1, 2, 4 or 8")
+            raise DeclError(f"enum {name!r}: size {size} is not 1, 2, 4 or 8")
         self.name, self.values, self.signed = name, dict(values), signed
         self.size = self.align = size
 
@@ -103,7 +116,7 @@ class Enum(CType):
         for index, vname in enumerate(self.values):
             if vname == name:
                 return EnumValueRef(self, index, name, self.values[name])
-        raise AttributeError(f"enum {self.name} declares no enumerator {name!r}")
+        raise NoMemberError(f"enum {self.name} declares no enumerator {name!r}")
 
     def __getattr__(self, name: str) -> EnumValueRef:
         if name in ("values", "name") or (name.startswith("__") and name.endswith("__")):
@@ -145,7 +158,7 @@ class Struct(CType):
             unit = ctype.size * 8
             if bits:
                 if not 0 < bits <= unit or not isinstance(strip_mods(ctype), (Int, Enum)):
-                    raise ValueError(f"{name}.{member_name}: bad bitfield of {bits} bits")
+                    raise DeclError(f"{name}.{member_name}: bad bitfield of {bits} bits")
                 if union:
                     at = 0
                     bit = max(bit, bits)
@@ -171,7 +184,7 @@ class Struct(CType):
         for index, (member_name, ctype, offset) in enumerate(self.members):
             if member_name == name:
                 return index, ctype, offset
-        raise AttributeError(f"struct {self.name} declares no member {name!r}")
+        raise NoMemberError(f"struct {self.name} declares no member {name!r}")
 
     def find(self, name: str) -> Optional[list[int]]:
         """Member indices leading to ``name``, through anonymous members (C11), or None."""
@@ -229,13 +242,13 @@ class FieldRef:
         for step in path:
             ctype = strip_mods(ctype)
             if bits:
-                raise TypeError(f"{root.name}.{self.dotted}: a bitfield has no members")
+                raise PathError(f"{root.name}.{self.dotted}: a bitfield has no members")
             if isinstance(step, str):
                 if not isinstance(ctype, Struct):
-                    raise TypeError(f"{root.name}.{self.dotted}: {step!r} of a non-struct")
+                    raise PathError(f"{root.name}.{self.dotted}: {step!r} of a non-struct")
                 chain = ctype.find(step)
                 if chain is None:
-                    raise AttributeError(f"struct {ctype.name} declares no member {step!r}")
+                    raise NoMemberError(f"struct {ctype.name} declares no member {step!r}")
                 for depth, index in enumerate(chain):
                     assert isinstance(ctype, Struct)
                     _, member_type, member_bit, bits = ctype.fields[index]
@@ -245,9 +258,9 @@ class FieldRef:
                     ctype = member_type if last else strip_mods(member_type)
             else:
                 if not isinstance(ctype, Array):
-                    raise TypeError(f"{root.name}.{self.dotted}: index [{step}] of a non-array")
+                    raise PathError(f"{root.name}.{self.dotted}: index [{step}] of a non-array")
                 if not 0 <= step < ctype.nelems:
-                    raise IndexError(f"{self.dotted}: index {step} out of [0, {ctype.nelems})")
+                    raise PathError(f"{self.dotted}: index {step} out of [0, {ctype.nelems})")
                 bit += step * ctype.elem.size * 8
                 indices.append(step)
                 ctype = ctype.elem

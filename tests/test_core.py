@@ -393,3 +393,26 @@ def test_ambiguity_where_libbpf_raises_it():
     # Same offset and same answer from both: no ambiguity (libbpf accepts duplicates).
     assert relocate(local, "0:0", BPF_CORE_FIELD_BYTE_OFFSET, target("wide")).new_val == 0
     assert relocate(local, "0:0", BPF_CORE_FIELD_BYTE_SIZE, target("same")).new_val == 4
+
+
+def test_declaration_mistakes_are_pybpf_errors(tmp_path):
+    """A user's program with a wrong member path: one `pybpf: error:` line, no traceback."""
+    import subprocess
+    import sys
+
+    from pybpf.errors import PyBPFError
+
+    for bad in (lambda: task_struct.nope, lambda: task_struct.pid[0],
+                lambda: task_struct.comm[16], lambda: Struct("s", [("b", Struct("i", []), 3)])):
+        with pytest.raises(PyBPFError):
+            bad()
+    prog = tmp_path / "bad.py"
+    prog.write_text(
+        "from pybpf.cdecl import Struct, u32\n"
+        "t = Struct('task_struct', [('pid', u32)])\n"
+        "t.tgid\n"
+    )
+    out = subprocess.run([sys.executable, "-m", "pybpf", "explain", str(prog)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("pybpf: error:") and "no member 'tgid'" in out.stderr
