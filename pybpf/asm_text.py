@@ -19,8 +19,9 @@ Extensions for what LLVM's syntax cannot say (the disassembler prints them):
 ``r1 = btf_id(ID[, FD]) ll``, ``r1 = func(LABEL) ll``, ``r1 = map_idx(I) ll``,
 ``r1 = map_idx_value(I, OFF) ll`` (LD_IMM64 pseudo sources 1-6; LLVM's
 ``ld_pseudo r1, SRC, IMM`` is read too); ``r1 = NAME ll`` is ``map_fd(NAME)``;
-``call kfunc(ID[, OFF])``; ``call pc+N``; ``r0 = *(u32 *)skb[r1 + 4]``;
-load-acquire and store-release in LLVM 20's syntax; ``.quad N`` for raw slots.
+``call kfunc(ID[, OFF])`` or, given a BTF, ``call kfunc(NAME)``; ``call pc+N``;
+``r0 = *(u32 *)skb[r1 + 4]``; load-acquire and store-release in LLVM 20's syntax;
+``.quad N`` for raw slots.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def _num(text: str) -> int:
 class _Line:
     """One source line being assembled: error messages carry its number."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, kfunc_id: Optional[Callable[[str], int]] = None) -> None:
         self.where = where
+        self.kfunc_id = kfunc_id
 
     def error(self, message: str) -> AsmError:
         return AsmError(f"{self.where}: {message}")
@@ -182,6 +184,15 @@ def _call(ln: _Line, m: re.Match) -> isa.Instruction:
     if kf:
         off = 0 if kf.group(2) is None else ln.off16(kf.group(2))
         return isa.Instruction(code, 0, isa.BPF_PSEUDO_KFUNC_CALL, off, ln.imm32(kf.group(1)))
+    by_name = re.fullmatch(rf"kfunc\(\s*({_IDENT})\s*\)", arg)
+    if by_name:  # a vmlinux kfunc by name: its BTF FUNC id, from the target BTF
+        if ln.kfunc_id is None:
+            raise ln.error(f"kfunc {by_name.group(1)}: names need a BTF (or kfunc(ID))")
+        try:
+            btf_id = ln.kfunc_id(by_name.group(1))
+        except KeyError:
+            raise ln.error(f"no kernel function {by_name.group(1)!r} in the BTF") from None
+        return isa.Instruction(code, 0, isa.BPF_PSEUDO_KFUNC_CALL, 0, btf_id)
     named = re.fullmatch(rf"({_IDENT})#({_NUM})", arg)
     if named:
         return isa.Instruction(code, imm=ln.imm32(named.group(2)))
@@ -416,15 +427,16 @@ def _unknown(ln: _Line, text: str) -> AsmError:
 
 
 def parse(
-    text: str, filename: str = "<input>"
+    text: str, filename: str = "<input>", kfunc_id: Optional[Callable[[str], int]] = None
 ) -> tuple[list[isa.Instruction], dict[str, int], list[int]]:
     """Instructions, labels (label -> instruction index) and each instruction's line
-    number, labels still symbolic.  Errors name ``filename`` and the line."""
+    number, labels still symbolic.  Errors name ``filename`` and the line.  ``kfunc_id``
+    maps a kernel function's name to its BTF id (raises KeyError if unknown)."""
     insns: list[isa.Instruction] = []
     lines: list[int] = []
     labels: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
-        ln = _Line(f"{filename}:{number}")
+        ln = _Line(f"{filename}:{number}", kfunc_id)
         body = _COMMENT.sub("", line).strip()
         while True:
             lab = _LABEL.match(body)
@@ -456,10 +468,13 @@ def parse(
     return insns, labels, lines
 
 
-def assemble(text: str, filename: str = "<input>") -> list[isa.Instruction]:
+def assemble(
+    text: str, filename: str = "<input>", kfunc_id: Optional[Callable[[str], int]] = None
+) -> list[isa.Instruction]:
     """Assemble ``text``: labels resolved, helper calls by name and maps by name still
-    symbolic (:func:`pybpf.object.prepare` and the loader resolve them)."""
-    insns, labels, lines = parse(text, filename)
+    symbolic (:func:`pybpf.object.prepare` and the loader resolve them); kfuncs by name
+    need ``kfunc_id`` (e.g. :func:`pybpf.disasm.kfunc_ids` of a BTF)."""
+    insns, labels, lines = parse(text, filename, kfunc_id)
     return link(insns, labels, where=lambda i: f"{filename}:{lines[i]}: ", relax=False)
 
 
@@ -487,7 +502,7 @@ def main(argv: list[str]) -> int:
     import argparse
     import sys
 
-    from .disasm import format_insn, helper_numbers, load_btf, read_input
+    from .disasm import btf_namers, format_insn, helper_numbers, kfunc_ids, load_btf, read_input
 
     parser = argparse.ArgumentParser(
         prog="pybpf asm",
@@ -504,10 +519,19 @@ def main(argv: list[str]) -> int:
         text = raw.decode()
     except UnicodeDecodeError:
         raise AsmError(f"{args.file}: not a text file") from None
-    insns = assemble(text, "<stdin>" if args.file == "-" else args.file)
+    btf: list[object] = []  # loaded on first need: helper numbers and kfunc ids come from it
+
+    def target() -> object:
+        if not btf:
+            btf.append(load_btf(args.btf, required=True))
+        return btf[0]
+
+    insns = assemble(
+        text, "<stdin>" if args.file == "-" else args.file, lambda n: kfunc_ids(target())[n]
+    )
     numbers: Optional[dict[str, int]] = None
     if any(i.helper is not None for i in insns):
-        numbers = helper_numbers(load_btf(args.btf, required=True))
+        numbers = helper_numbers(target())
 
     def number(name: str) -> int:
         assert numbers is not None
@@ -529,7 +553,8 @@ def main(argv: list[str]) -> int:
             insn = insn.with_(imm=number(insn.helper))
         chunk = insn.encode()
         words = [chunk[i : i + 8] for i in range(0, len(chunk), 8)]
-        text_of = format_insn(insn).split("\n")[0]
+        namers = btf_namers(btf[0]) if btf else (None, None)
+        text_of = format_insn(insn, None, *namers).split("\n")[0]
         for k, word in enumerate(words):
             listing = text_of if k == 0 else ""
             sys.stdout.write(f"{slot + k:5}: {word.hex(' ')}  {listing}".rstrip() + "\n")

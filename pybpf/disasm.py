@@ -286,6 +286,24 @@ def helper_numbers(btf: Any) -> dict[str, int]:
     }
 
 
+def kfunc_ids(btf: Any) -> _KfuncIds:
+    """Kernel function name -> BTF FUNC id (a mapping that raises KeyError if unknown)."""
+    return _KfuncIds(btf)
+
+
+class _KfuncIds:
+    def __init__(self, btf: Any) -> None:
+        self.btf = btf
+
+    def __getitem__(self, name: str) -> int:
+        from .btf import BTF_KIND_FUNC
+
+        ids = self.btf.find(name, BTF_KIND_FUNC)
+        if not ids:
+            raise KeyError(name)
+        return ids[0]
+
+
 def load_btf(path: Optional[str], required: bool) -> Any:
     """The BTF of ``path``, else the running kernel's; None if that is missing and not
     ``required`` (names are then only numbers)."""

@@ -67,6 +67,8 @@ def test_asm_listing_and_helper_names(tmp_path: Path) -> None:
         (["asm", "--btf", str(BTF_510)], "call bpf_no_such_helper\n",
          "helper bpf_no_such_helper() does not exist"),
         (["disasm"], "1234567890123", "13 bytes is not a whole number of 8-byte slots"),
+        (["asm", "--btf", str(BTF_510)], "r0 = 0\ncall kfunc(bpf_rcu_read_lock)\n",
+         "f.s:2: no kernel function 'bpf_rcu_read_lock' in the BTF"),  # 5.10 has no such kfunc
     ],
 )  # fmt: skip
 def test_errors_are_one_line(tmp_path: Path, args: list[str], text: str, message: str) -> None:
@@ -173,6 +175,9 @@ def test_kfunc_call(kernel: tuple) -> None:
     helper, kfunc = disasm.btf_namers(btf)
     listing = disasm.disassemble(asm_text.to_bytes(asm_text.assemble(text)), helper, kfunc)
     assert f"call kfunc(bpf_rcu_read_lock#{lock})" in listing
+    by_name = "call kfunc(bpf_rcu_read_lock)\ncall kfunc(bpf_rcu_read_unlock)\nr0 = 3\nexit\n"
+    ids = disasm.kfunc_ids(btf)
+    assert asm_text.assemble(by_name, kfunc_id=ids.__getitem__) == asm_text.assemble(text)
 
 
 def test_callback_by_pseudo_func(kernel: tuple) -> None:
