@@ -358,3 +358,19 @@ def decode_all(data: bytes) -> list[Instruction]:
             out.append(Instruction(opcode, regs & 0xF, regs >> 4, off, imm))
         pos += 8
     return out
+
+
+def subprog_starts(insns: list[Instruction]) -> list[int]:
+    """Slot offsets where the kernel sees a subprogram begin: 0, and the target of every
+    bpf-to-bpf call (BPF_PSEUDO_CALL) and function reference (BPF_PSEUDO_FUNC) of an
+    assembled program.  Program BTF needs one FUNC per start, in this order, in
+    ``func_info`` (else "number of funcs in func_info doesn't match number of subprogs")."""
+    starts = {0}
+    slot = 0
+    for insn in insns:
+        pseudo_call = insn.opcode == BPF_JMP | BPF_CALL and insn.src == BPF_PSEUDO_CALL
+        pseudo_func = insn.opcode == LD_IMM64 and insn.src == BPF_PSEUDO_FUNC and insn.raw is None
+        if pseudo_call or pseudo_func:
+            starts.add(slot + 1 + _s32(insn.imm & 0xFFFFFFFF))
+        slot += insn.slots
+    return sorted(starts)

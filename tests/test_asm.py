@@ -99,3 +99,15 @@ def test_out_of_range_operands():
         Asm().ldx(R0, R10, 0, size=3)
     with pytest.raises(AsmError):
         Asm().label("x").label("x")
+
+
+def test_subprog_starts():
+    from pybpf.asm import R6
+
+    a = Asm()
+    a.ld_func(R2, "callback")  # slots 0-1
+    a.call_sub("helper")  # 2
+    a.mov(R0, 0).exit()  # 3, 4
+    a.subprog("helper").mov(R0, R6).exit()  # 5, 6
+    a.subprog("callback").call_sub("helper").exit()  # 7, 8
+    assert isa.subprog_starts(a.assemble()) == [0, 5, 7]
