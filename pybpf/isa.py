@@ -245,6 +245,8 @@ def check(insn: Instruction) -> Optional[str]:
     if code == LD_IMM64:
         if src not in LD_IMM64_SOURCES or off:
             return "LD_IMM64 with unknown source or nonzero offset"
+        if src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX) and imm >> 32:
+            return "map reference with a second immediate"
         return None
     if not -(1 << 31) <= imm < (1 << 31) and not (0 <= imm < (1 << 32)):
         return "immediate beyond 32 bits"
