@@ -255,9 +255,14 @@ class Asm:
         return jump
 
     # -- calls -----------------------------------------------------------
-    def call(self, helper: str) -> Asm:
+    def call(self, helper: Union[str, int]) -> Asm:
         """Call a helper by name (``"ktime_get_ns"``); its number is read from
-        the target kernel's ``enum bpf_func_id`` at load time."""
+        the target kernel's ``enum bpf_func_id`` at load time.  A number is used as is."""
+        if isinstance(helper, int):
+            code = isa.BPF_JMP | isa.BPF_CALL
+            return self.emit(isa.Instruction(code, imm=_check_imm32(helper, "call")))
+        if helper.startswith("bpf_"):  # call("bpf_ktime_get_ns") reads like the C
+            helper = helper[4:]
         return self.emit(isa.Instruction(isa.BPF_JMP | isa.BPF_CALL, helper=helper))
 
     def exit(self) -> Asm:

@@ -111,3 +111,8 @@ def test_subprog_starts():
     a.subprog("helper").mov(R0, R6).exit()  # 5, 6
     a.subprog("callback").call_sub("helper").exit()  # 7, 8
     assert isa.subprog_starts(a.assemble()) == [0, 5, 7]
+
+
+def test_helper_calls_by_name_or_number():
+    insns = Asm().call("ktime_get_ns").call("bpf_ktime_get_ns").call(5).exit().assemble()
+    assert [(i.helper, i.imm) for i in insns[:3]] == [("ktime_get_ns", 0)] * 2 + [(None, 5)]
