@@ -15,7 +15,10 @@ The kernel runs the same file since 5.17 (``BPF_PROG_LOAD`` with
 candidates must have exactly the local kind (``enum`` never finds
 ``enum64``), type compatibility and type matching recurse at most 2 levels
 into function prototypes and struct members (libbpf: 32), and the candidate
-list of a local type is not narrowed by earlier relocations.
+list of a local type is not narrowed by earlier relocations.  Not modelled:
+the kernel caches candidate lists globally, across loads, keyed by essential
+name but not kind, so a local struct and a local union of one essential name
+can be given each other's candidates depending on what was loaded before.
 
 Values are kept as libbpf keeps them, unsigned 64-bit: a 32-bit enumerator is
 sign-extended first (``btf_enum.val`` is an ``__s32``), whatever the enum's

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from pybpf import cdecl as cd
-from pybpf.asm import R1, Asm
+from pybpf.asm import R1, R6, Asm
 from pybpf.btf import (
     BTF,
     BTF_INT_BOOL,
@@ -60,6 +60,10 @@ class Case:
         return f"{self.kind} {t.name}"
 
     def emit(self, a: Asm) -> None:
+        if self.kind == "ldx":  # a load through a relocated offset (and width)
+            assert isinstance(self.target, cd.FieldRef)
+            a.ldx_core(R1, R6, self.target)
+            return
         method = {
             "byte_off": a.field_offset, "byte_sz": a.field_size, "field_exists": a.field_exists,
             "signed": a.field_signed, "lshift_u64": a.field_lshift, "rshift_u64": a.field_rshift,
@@ -72,7 +76,7 @@ class Case:
 
     @property
     def kind_number(self) -> int:
-        return KIND_BY_NAME[self.kind]
+        return KIND_BY_NAME.get(self.kind, 0)  # "ldx" is a byte_off relocation
 
 
 class _Mirror:
@@ -165,6 +169,12 @@ def _paths(struct: cd.Struct, prefix: tuple = (), depth: int = 0) -> list[tuple]
     return out
 
 
+def _loadable(ref: cd.FieldRef) -> bool:
+    leaf = cd.strip_mods(ref.ctype)
+    return not ref.bitfield and isinstance(leaf, (cd.Int, cd.Enum, cd.Ptr)) and leaf.size in (
+        1, 2, 4, 8)
+
+
 def _field_kinds(ref: cd.FieldRef) -> tuple[str, ...]:
     leaf = cd.strip_mods(ref.ctype)
     if isinstance(ref.path[-1], int):
@@ -172,6 +182,11 @@ def _field_kinds(ref: cd.FieldRef) -> tuple[str, ...]:
     if isinstance(leaf, (cd.Int, cd.Enum)) and leaf.size <= 8:
         return FIELD
     return ("byte_off", "byte_sz", "field_exists")
+
+
+# Every local flavor keeps its target's kind: the kernel caches candidates by essential
+# name only (not kind), across loads, so a local struct and union of one name could get
+# each other's candidates depending on what was loaded before.
 
 
 def generate(btf: BTF, seed: int = 5, structs: int = 50, enums: int = 30) -> list[Case]:
@@ -218,13 +233,28 @@ def generate(btf: BTF, seed: int = 5, structs: int = 50, enums: int = 30) -> lis
                 add(kind, ref)
         for kind in ("field_exists", "byte_off", "byte_sz") if n % 2 else ("field_exists",):
             add(kind, cd.FieldRef(local, (MISSING,)))
+        add("ldx", cd.FieldRef(local, (MISSING,)))
+        loadable = [p for p in _paths(local) if _loadable(cd.FieldRef(local, p))]
+        for path in loadable:
+            add("ldx", cd.FieldRef(local, path))
+        # The same members declared wider (u64: unsigned, may narrow) and signed (long:
+        # a signed field that changes width poisons the load).
+        scalars = [p for p in loadable if len(p) == 1 and p[0] != MISSING
+                   and isinstance(cd.strip_mods(cd.FieldRef(local, p).ctype), cd.Int)]  # fmt: skip
+        if scalars:
+            for flavor_name, wide_type in (("___w", cd.u64), ("___s", cd.long)):
+                other = cd.Struct(name + flavor_name, [(p[0], wide_type) for p in scalars[:3]],
+                                  union=local.union)  # fmt: skip
+                for p in scalars[:3]:
+                    add("ldx", cd.FieldRef(other, p))
         for kind in TYPE:
             add(kind, local)
         # Same member name, incompatible type (a struct where the kernel has an int).
         ints = [p for p in _paths(local) if len(p) == 1 and p[0] != MISSING
                 and isinstance(cd.strip_mods(cd.FieldRef(local, p).ctype), cd.Int)]  # fmt: skip
         if ints and n % 4 == 0:
-            bad = cd.Struct(name + "___bad", [(ints[0][0], cd.Struct("pybpf_s", [("x", cd.u32)]))])
+            bad = cd.Struct(name + "___bad", [(ints[0][0], cd.Struct("pybpf_s", [("x", cd.u32)]))],
+                            union=local.union)  # fmt: skip
             add("field_exists", cd.FieldRef(bad, (ints[0][0],)))
             add("byte_off", cd.FieldRef(bad, (ints[0][0],)))
     enum64 = [tid for tid in named_enum if btf.kind_of(tid) == BTF_KIND_ENUM64][:5]
@@ -257,7 +287,7 @@ def test_generated_cases_cover_every_kind_and_shape():
     btf = BTF.kernel() if _has_kernel_btf() else _blob("firecracker-6.18.44-fc-v657")
     cases = generate(btf)
     assert len(cases) >= 1000
-    assert {c.kind for c in cases} == set(FIELD + TYPE + ENUMVAL)
+    assert {c.kind for c in cases} == set(FIELD + TYPE + ENUMVAL + ("ldx",))
     refs = [c.target for c in cases if isinstance(c.target, cd.FieldRef)]
     assert any(r.bitfield for r in refs), "no bitfields"
     assert any(isinstance(p, int) for r in refs for p in r.path), "no array elements"

@@ -29,14 +29,14 @@ from pybpf import isa
 from pybpf.asm import R0, Asm
 from pybpf.btf import BTF
 from pybpf.cdecl import EnumValueRef, FieldRef, encode_local_btf
-from pybpf.core import CoreEngine, CoreRelo
+from pybpf.core import POISON_IMM, CoreEngine, CoreRelo, patch_insn
 from pybpf.errors import CORERelocationError, PyBPFError
 from pybpf.object import ObjectSpec, ProgramSpec, _core_roots, kernel_core_request, prepare
 from pybpf.syscall import btf_load, prog_info, prog_load_log
 from pybpf.uapi import BPF_PROG_TYPE_RAW_TRACEPOINT
 
 LINE = re.compile(
-    r"relo #(\d+): (?:patched insn #(\d+) \((ALU/ALU64|LDIMM64|LDX/ST/STX)\) \w+ (\d+) -> (\d+)"
+    r"relo #(\d+): (?:patched insn #(\d+) \((ALU/ALU64|LDIMM64|LDX/ST/STX)\) (\w+) (\d+) -> (\d+)"
     r"|substituting insn #(\d+) w/ invalid insn)"
 )
 U64 = (1 << 64) - 1
@@ -52,10 +52,13 @@ def vmlinux() -> BTF:
 
 
 def _program(cases: list[Case], dead: list[Case] = ()) -> ObjectSpec:
-    """Live cases, then cases behind ``if r0 == 0`` with r0 = 0 (never verified)."""
+    """Live cases, then cases behind ``if r0 == 0`` with r0 = 0 (never verified); loads
+    (``ldx``, through r6, which holds no pointer) always go to the dead part."""
     a = Asm()
+    dead = [c for c in cases if c.kind == "ldx"] + list(dead)
     for case in cases:
-        case.emit(a)
+        if case.kind != "ldx":
+            case.emit(a)
     a.mov(R0, 0)
     a.jeq(R0, 0, "end")
     for case in dead:
@@ -74,12 +77,16 @@ def _classify(cases: list[Case], btf: BTF) -> tuple[list[Case], list[Case], list
     for case in cases:
         t = case.target
         root = t.root if isinstance(t, (FieldRef, EnumValueRef)) else t
+        a = Asm()
+        case.emit(a)
         try:
             result = engine.relocate(CoreRelo(0, ids[id(root)], t_access(t), case.kind_number))
+            patched = patch_insn(a.insns[0], result, case.label)
         except CORERelocationError:
             refused.append(case)
             continue
-        (poisoned if result.poison else ok).append(case)
+        poison = patched[0].imm == POISON_IMM and patched[0].opcode == 0x85
+        (poisoned if poison else ok).append(case)
     return ok, poisoned, refused
 
 
@@ -109,34 +116,47 @@ def test_kernel_relocates_generated_cases_like_pybpf(vmlinux):
     with fd:
         info = prog_info(fd.fileno(), xlated=True)
     kernel: dict[int, object] = {}
+    mem_sz: dict[int, int] = {}
     for m in LINE.finditer(log):
         n = int(m.group(1))
-        if m.group(6) is not None:
-            kernel.setdefault(n, set()).add(int(m.group(6)))  # type: ignore[union-attr]
+        if m.group(7) is not None:
+            kernel.setdefault(n, set()).add(int(m.group(7)))  # type: ignore[union-attr]
+        elif m.group(4) == "mem_sz":
+            mem_sz[n] = int(m.group(6))
         else:
-            kernel[n] = (int(m.group(2)), int(m.group(5)))
+            kernel[n] = (int(m.group(2)), int(m.group(6)))
     assert len(prog.relocations) == len(ok) + len(poisoned)
+    before = dict(_by_slot(spec.programs[0].insns))
+    after = dict(_by_slot(prog.insns))
     mismatches = []
+    loads = resized = 0
     for n, (relo, report) in enumerate(zip(prog.core_relos, prog.relocations)):
-        wide = next(i for i in _slots(spec) if i[0] == relo.insn)[1]
+        wide = before[relo.insn].is_ld_imm64
         if report.target is None:
             want: object = {relo.insn, relo.insn + 1} if wide else {relo.insn}
         else:
             want = (relo.insn, report.target & U64)
+            if before[relo.insn].cls == isa.BPF_LDX:
+                loads += 1
+                old, new = before[relo.insn].mem_size, after[relo.insn].mem_size
+                if mem_sz.get(n, old) != new:
+                    mismatches.append(f"relo #{n}: kernel loads {mem_sz.get(n, old)}, pybpf {new}")
+                resized += old != new
         if kernel.get(n) != want:
             mismatches.append(f"relo #{n} {report.kind} {report.type}.{report.field}: "
                               f"kernel {kernel.get(n)}, pybpf {want}")  # fmt: skip
     assert not mismatches, "\n".join(mismatches[:20])
+    assert loads >= 100 and resized >= 5
     # Read-back: the live part of the translated program is pybpf's relocated code.
     live = isa.encode(prog.insns)[: sum(8 * i.slots for i in prog.insns[: _live_count(spec)])]
     assert info.xlated_insns is not None
     assert info.xlated_insns[: len(live)] == live
 
 
-def _slots(spec: ObjectSpec) -> list[tuple[int, bool]]:
+def _by_slot(insns: list[isa.Instruction]) -> list[tuple[int, isa.Instruction]]:
     out, slot = [], 0
-    for insn in spec.programs[0].insns:
-        out.append((slot, insn.is_ld_imm64))
+    for insn in insns:
+        out.append((slot, insn))
         slot += insn.slots
     return out
 
