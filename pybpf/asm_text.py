@@ -213,7 +213,8 @@ def _lock(ln: _Line, m: re.Match) -> isa.Instruction:
         raise ln.error("atomic operations take (u32 *) or (u64 *)")
     size = ln.size(m.group(2), ("32", "64"))
     dst, off = ln.mem(m, 3)
-    src = ln.reg(m.group(7), "w" if size == isa.BPF_W else "r")
+    # LLVM also reads the older `lock *(u32 *)(r1 + 0) += r2` (XADDW), so r is fine for 32
+    src = ln.reg(m.group(7), None if size == isa.BPF_W else "r")
     code = isa.BPF_STX | isa.BPF_ATOMIC | size
     return isa.Instruction(code, dst, src, off, _ATOMIC_OPS[m.group(6)])
 
@@ -348,6 +349,8 @@ def _ld_imm(ln: _Line, m: re.Match) -> isa.Instruction:
     dst = ln.reg(m.group(1), "r")
     if m.group(2) is not None:
         return _ld_imm64(ln, dst, 0, _num(m.group(2)))
+    if re.fullmatch(_REG, m.group(3)):
+        raise ln.error(f"LD_IMM64 loads a number or a map, not the register {m.group(3)}")
     return _ld_imm64(ln, dst, isa.BPF_PSEUDO_MAP_FD, 0, map_name=m.group(3))
 
 

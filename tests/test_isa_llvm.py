@@ -87,6 +87,7 @@ def table() -> list[str]:
             mem = _mem("r1", off)
             for sym in ("+", "|", "&", "^"):
                 lines.append(f"lock *(u{bits} *)({mem}) {sym}= {reg}2")
+            lines.append(f"lock *(u{bits} *)({mem}) += r7")  # LLVM's older XADD syntax
             for name in ("add", "or", "and", "xor"):
                 lines.append(f"{reg}3 = atomic_fetch_{name}((u{bits} *)({mem}), {reg}3)")
             x = "xchg32_32" if bits == "32" else "xchg_64"
@@ -314,6 +315,8 @@ def test_random_instructions_encode_like_llvm(llvm_mc: str) -> None:
         ("r0 = cmpxchg_64(r1 + 0, r3, r2)", "cmpxchg compares with and returns r0"),
         ("goto nowhere", "undefined label 'nowhere'"),
         ("r1 = bogus(3) ll", "unknown LD_IMM64 source 'bogus'"),
+        ("r0 = r1 ll", "not the register r1"),
+        ("w0 = *(u64 *)(r1 + 0)", "w0: expected a 64-bit r register"),
         ("r1 = r2 +", "cannot parse"),
     ],
 )
