@@ -320,14 +320,20 @@ class BTF:
         self._cache: dict[int, Type] = {}
         self._names: bytes | None = None  # packed u32 name offsets, one per own type
         self._name_index: dict[str, list[int]] | None = None  # name_index(), once built
+        # (needle, exact, kind) -> ids: set by btf_cache, which saves and restores it
+        self._find_memo: dict[tuple[bytes, bool, int | None], list[int]] | None = None
 
     # ----------------------------------------------------------------- construction
 
     @classmethod
-    def from_bytes(cls, data: bytes, base: BTF | None = None) -> BTF:
-        """Parse raw BTF (a ``.BTF`` section, or split BTF on top of ``base``)."""
-        if not isinstance(data, bytes):
-            data = bytes(data)
+    def from_bytes(cls, data: bytes, base: BTF | None = None, *,
+                   _index: bytes | None = None) -> BTF:
+        """Parse raw BTF (a ``.BTF`` section, or split BTF on top of ``base``).
+
+        ``_index``: the type offsets a previous parse of the same bytes computed
+        (``btf_cache``); it replaces the indexing loop."""
+        if not isinstance(data, bytes) and type(data).__name__ != "mmap":
+            data = bytes(data)  # an mmap (btf_cache) is read in place: pages load lazily
         self = cls()
         self._data = data
         if len(data) < BTF_HEADER_LEN:
@@ -372,27 +378,40 @@ class BTF:
             words.frombytes(data[ts:te])
             words.byteswap()
             self._words = words
-        self._offs = self._build_index(self._words)
+        if _index is None:
+            self._offs = self._build_index(self._words)
+        else:
+            offs = array(_U32)
+            offs.frombytes(_index)
+            if offs and (offs[0] != 0 or offs[-1] >= len(self._words)):
+                raise BTFError("BTF index does not match the data")
+            self._offs = offs
         return self
 
     def _build_index(self, w: memoryview | array) -> array:
-        """Word offset of every type record: the one loop over all types (kept minimal)."""
+        """Word offset of every type record: the one loop over all types (kept minimal).
+
+        The name offsets are collected in the same pass (cheaper than a second one): the
+        packed column that :meth:`find` searches."""
         offs = array(_U32)
+        names = array(_U32)
         append = offs.append
+        nappend = names.append
         skip = _SkipTable()
         off = 0
         try:
             while True:
+                nappend(w[off])  # IndexError here when off == len(w): the normal exit
                 append(off)
                 off += skip[w[off + 1]]
         except IndexError:
-            pass  # reading the info word past the end: normal exit when off == len(w)
+            pass
         except _BadInfo as e:
             raise BTFError(f"{e} at type id {self.start_id + len(offs) - 1}") from None
-        last = offs.pop()
-        if last != len(w):
+        if off != len(w) or len(names) != len(offs):
             tid = self.start_id + len(offs) - 1
             raise BTFError(f"BTF type section truncated: type id {tid} runs past its end")
+        self._names = names.tobytes()
         return offs
 
     @classmethod
@@ -416,10 +435,17 @@ class BTF:
 
     @classmethod
     def kernel(cls, path: PathLike = "/sys/kernel/btf/vmlinux") -> BTF:
-        """The running kernel's BTF; a clear error when the kernel was built without it."""
+        """The running kernel's BTF; a clear error when the kernel was built without it.
+
+        With ``PYBPF_BTF_CACHE=1`` (or a directory) in the environment, the index and
+        look-ups are reused from an on-disk cache (:mod:`pybpf.btf_cache`)."""
         if not os.path.exists(path):
             raise BTFError(f"{os.fspath(path)} not found: this kernel has no BTF "
                            "(CONFIG_DEBUG_INFO_BTF=y is needed, Linux 5.4+)")
+        if os.environ.get("PYBPF_BTF_CACHE", "0") not in ("", "0"):
+            from pybpf.btf_cache import load_cached
+
+            return load_cached(path)
         return cls.from_file(path)
 
     # ----------------------------------------------------------------- access
@@ -655,6 +681,16 @@ class BTF:
         return self._find(needle, False, kind)
 
     def _find(self, needle: bytes, exact: bool, kind: int | None) -> list[int]:
+        memo = self._find_memo
+        if memo is not None:
+            key = (needle, exact, kind)
+            ids = memo.get(key)
+            if ids is None:
+                ids = memo[key] = self._find_uncached(needle, exact, kind)
+            return list(ids)
+        return self._find_uncached(needle, exact, kind)
+
+    def _find_uncached(self, needle: bytes, exact: bool, kind: int | None) -> list[int]:
         if exact and self._name_index is not None:
             ids = list(self._name_index.get(needle.decode(), ()))
             if kind is not None:

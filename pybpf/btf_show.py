@@ -43,10 +43,30 @@ _PREFIX = {BTF_KIND_STRUCT: "struct", BTF_KIND_UNION: "union", BTF_KIND_ENUM: "e
            BTF_KIND_ENUM64: "enum"}
 
 
+_MAX_LINES = 500_000  # output bound: nested anonymous types must not explode exponentially
+
+
 def type_name(btf: BTF, type_id: int, depth: int = 0) -> str:
-    """The C spelling of a type as pahole prints it in a member's type column."""
-    if depth > _MAX_DEPTH:
-        raise BTFError(f"type id {type_id}: reference chain too deep (loop?)")
+    """The C spelling of a type as pahole prints it in a member's type column.
+
+    Memoized per type id, so function prototypes that reference each other cost linear
+    time even in hostile BTF (without it, nested parameter lists are exponential)."""
+    memo: dict[int, str] = btf.__dict__.setdefault("_show_names", {})
+    name = memo.get(type_id)
+    if name is not None:
+        return name
+    busy: set[int] = btf.__dict__.setdefault("_show_busy", set())
+    if type_id in busy or depth > _MAX_DEPTH:
+        raise BTFError(f"type id {type_id}: reference loop")
+    busy.add(type_id)
+    try:
+        name = memo[type_id] = _type_name(btf, type_id, depth)
+    finally:
+        busy.discard(type_id)
+    return name
+
+
+def _type_name(btf: BTF, type_id: int, depth: int) -> str:
     t = btf.type(type_id)
     k = t.kind
     if type_id == 0:
@@ -166,6 +186,8 @@ class _Layout:
         self.sum_paddings = 0
 
     def line(self, depth: int, text: str, comment: str = "") -> None:
+        if len(self.lines) > _MAX_LINES:
+            raise BTFError(f"type expands to more than {_MAX_LINES} lines (nested loop?)")
         indent = "\t" * depth
         if comment:
             width = self.comment_col - 8 * (depth - 1)

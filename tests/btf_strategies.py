@@ -193,7 +193,10 @@ def kernel_types(draw: st.DrawFn, max_types: int = 30) -> list[Type]:
             if size < 4:
                 vals = tuple(EnumValue(v.name, v.value % (1 << (8 * size - 1))) for v in vals)
             kind = BTF_KIND_ENUM64 if choice == "enum64" else BTF_KIND_ENUM
-            add(Type(nid(), kind, draw(IDENT), len(vals), signed, size=size, values=vals), size)
+            t = Type(nid(), kind, draw(IDENT), len(vals), signed, size=size, values=vals)
+            # the kernel checks ENUM members as 4 bytes (btf_enum_check_member): 1- and
+            # 2-byte enums are only declared here, not used
+            add(t, size) if size >= 4 else add(t)
         elif choice == "fwd":
             pointees.append(add(Type(nid(), BTF_KIND_FWD, draw(IDENT), 0, draw(st.booleans()))))
         elif choice == "func":

@@ -1,0 +1,198 @@
+"""Optional on-disk cache of kernel BTF and what parsing it computes: warm starts in ~1 ms.
+
+Every start pays for reading vmlinux BTF (5.5 MB from sysfs, ~6 ms of page faults into fresh
+memory), indexing its 127k types (~10 ms) and each name look-up (~1 ms).  The cache keeps, per
+BTF blob, the type offset index and the results of the look-ups a run made
+(``BTF.find``/``find_prefix``) and restores them on the next run.
+
+Two kinds of cache file, both keyed by the BTF's identity:
+
+* ``/sys/kernel/btf/vmlinux``: identity = the kernel's GNU build ID (``/sys/kernel/notes``),
+  the BTF's size and its 24-byte header (read with one small ``pread``).  The same build ID
+  means the same kernel image, hence the same BTF.  The file holds a copy of the BTF too and
+  is ``mmap``-ed: a warm start reads no sysfs data and touches only the pages it decodes.
+* any other raw BTF file: identity = size + CRC-32 of the bytes (recomputed on every hit,
+  ~0.8 ms for 5.5 MB); the file holds the index and look-ups only.
+
+Rules: a cold start is not slower (one ``stat``/failed ``open``; files are written at
+interpreter exit, never on the start-up path); never stale (identity checked on every hit,
+else ignored and rewritten); index and look-ups carry a CRC-32 (a torn file is ignored);
+files not owned by the current user are never read; any problem means a normal parse.
+
+Directory: ``$PYBPF_BTF_CACHE`` if it is an absolute path, else ``$XDG_CACHE_HOME/pybpf`` or
+``~/.cache/pybpf``.  Enabled for the running kernel by ``PYBPF_BTF_CACHE=1`` (see
+:meth:`pybpf.btf.BTF.kernel`) or used directly through :func:`load_cached`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import marshal
+import os
+import struct
+import sys
+import zlib
+from typing import Optional
+
+from pybpf.btf import BTF, PathLike
+from pybpf.errors import BTFError
+
+VMLINUX = "/sys/kernel/btf/vmlinux"
+KERNEL_NOTES = "/sys/kernel/notes"
+_MAGIC = b"pybpfBTFcache\0\0\1"  # last byte: format version
+# trailer at the end of a cache file: magic, btf_len, index_len, memo_len, crc(index+memo),
+# identity (sha-free: build id or CRC, padded)
+_TRAILER = struct.Struct("<16sQQQI64s")
+_pending: dict[str, tuple[BTF, bytes, bool]] = {}  # cache file -> (btf, identity, with_data)
+
+
+def cache_dir() -> str:
+    env = os.environ.get("PYBPF_BTF_CACHE", "")
+    if os.path.isabs(env):
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pybpf")
+
+
+def kernel_build_id(notes: str = KERNEL_NOTES) -> Optional[bytes]:
+    """The running kernel's GNU build ID (NT_GNU_BUILD_ID note of vmlinux), if exposed."""
+    try:
+        with open(notes, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    off = 0
+    while off + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from("<III", data, off)
+        name_end = off + 12 + ((namesz + 3) & ~3)
+        desc_end = name_end + ((descsz + 3) & ~3)
+        if desc_end > len(data):
+            return None
+        if ntype == 3 and data[off + 12:off + 12 + namesz] == b"GNU\0":
+            return data[name_end:name_end + descsz]
+        off = desc_end
+    return None
+
+
+def load_cached(path: PathLike = VMLINUX, directory: Optional[str] = None) -> BTF:
+    """``BTF.from_file(path)`` for raw BTF, reusing and later refreshing the on-disk cache."""
+    directory = directory or cache_dir()
+    if os.path.realpath(path) == VMLINUX:
+        build_id = kernel_build_id()
+        if build_id:
+            return _load_vmlinux(build_id, directory)
+    return _load_file(path, directory)
+
+
+def _load_vmlinux(build_id: bytes, directory: str) -> BTF:
+    try:
+        fd = os.open(VMLINUX, os.O_RDONLY)
+        try:
+            header = os.pread(fd, 24, 0)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise BTFError(f"cannot read BTF from {VMLINUX}: {e.strerror}") from None
+    identity = build_id + struct.pack("<Q", size) + header
+    cfile = os.path.join(directory, f"vmlinux-{build_id.hex()}-{size}.btfc")
+    btf = _hit(cfile, identity, with_data=True)
+    if btf is None:
+        with open(VMLINUX, "rb") as f:
+            data = f.read()
+        if len(data) != size or data[:24] != header:  # sysfs reported another size
+            identity = build_id + struct.pack("<Q", len(data)) + data[:24]
+        btf = BTF.from_bytes(data)
+        btf._find_memo = {}
+    _remember(cfile, btf, identity, True)
+    return btf
+
+
+def _load_file(path: PathLike, directory: str) -> BTF:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BTFError(f"cannot read BTF from {os.fspath(path)}: {e.strerror}") from None
+    if data[:2] not in (b"\x9f\xeb", b"\xeb\x9f"):
+        return BTF.from_file(path)  # .xz or ELF: parsed as usual, not cached
+    ident = f"{os.path.realpath(path)}\0{sys.version_info[:2]}".encode()
+    cfile = os.path.join(directory, f"btf-{zlib.crc32(ident):08x}-{len(data)}.btfc")
+    identity = struct.pack("<QI", len(data), zlib.crc32(data))
+    btf = _hit(cfile, identity, with_data=False, data=data)
+    if btf is None:
+        btf = BTF.from_bytes(data)
+        btf._find_memo = {}
+    _remember(cfile, btf, identity, False)
+    return btf
+
+
+def _hit(cfile: str, identity: bytes, with_data: bool, data: bytes = b"") -> Optional[BTF]:
+    """The BTF from a current cache file, or None (missing, stale, foreign or damaged)."""
+    import mmap
+
+    try:
+        with open(cfile, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_size < _TRAILER.size:
+                return None
+            mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        magic, btf_len, index_len, memo_len, crc, ident = _TRAILER.unpack(mm[-_TRAILER.size:])
+        if magic != _MAGIC or ident.rstrip(b"\0") != identity.rstrip(b"\0"):
+            return None
+        start = btf_len if with_data else 0
+        if start + index_len + memo_len + _TRAILER.size != len(mm):
+            return None
+        tail = mm[start:start + index_len + memo_len]
+        if zlib.crc32(tail) != crc:
+            return None
+        memo = marshal.loads(tail[index_len:])
+        if not isinstance(memo, dict):
+            return None
+        btf = BTF.from_bytes(mm if with_data else data, _index=tail[:index_len])
+    except (OSError, ValueError, EOFError, TypeError, struct.error, BTFError):
+        return None
+    btf._find_memo = memo
+    return btf
+
+
+def _remember(cfile: str, btf: BTF, identity: bytes, with_data: bool) -> None:
+    if not _pending:
+        atexit.register(save_all)
+    btf.__dict__["_cache_state"] = dict(btf._find_memo or {})
+    _pending[cfile] = (btf, identity, with_data)
+
+
+def save_all() -> None:
+    """Write the cache files of this process's BTFs that learned something (at exit)."""
+    for cfile, (btf, identity, with_data) in list(_pending.items()):
+        try:
+            _save(cfile, btf, identity, with_data)
+        except (OSError, ValueError):
+            pass
+    _pending.clear()
+
+
+def _save(cfile: str, btf: BTF, identity: bytes, with_data: bool) -> None:
+    memo = btf._find_memo or {}
+    if os.path.exists(cfile) and memo == btf.__dict__.get("_cache_state"):
+        return  # the file is current
+    if len(identity) > 64:
+        return
+    index = btf._offs.tobytes()
+    tail = index + marshal.dumps(memo)
+    data = bytes(btf._data[:btf._se]) if with_data else b""
+    trailer = _TRAILER.pack(_MAGIC, len(data), len(index), len(tail) - len(index),
+                            zlib.crc32(tail), identity)
+    os.makedirs(os.path.dirname(cfile), mode=0o700, exist_ok=True)
+    tmp = f"{cfile}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.write(tail)
+            f.write(trailer)
+        os.replace(tmp, cfile)
+        btf.__dict__["_cache_state"] = dict(memo)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
