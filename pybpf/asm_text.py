@@ -419,6 +419,11 @@ def _quad(ln: _Line, m: re.Match) -> isa.Instruction:
     return isa.raw((value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
 
 
+# The most frequent forms first (each pattern only matches its own form, so order is speed).
+_FIRST = [_alu, _load, _store, _cond, _call, _exit, _goto]
+_PATTERNS.sort(key=lambda p: _FIRST.index(p[1]) if p[1] in _FIRST else len(_FIRST))
+
+
 def _unknown(ln: _Line, text: str) -> AsmError:
     bad = re.search(r"\b([rw])(\d+)\b", text)
     if bad and int(bad.group(2)) > isa.MAX_REG:
