@@ -14,8 +14,15 @@ offset against the target kernel)::
     a.mov(R0, 0)
     a.exit()
 
-The result of :meth:`Asm.assemble` is a list of :class:`~pybpf.isa.Instruction`
-with jump offsets resolved and every symbolic operand still attached.
+The whole ISA is here: ALU and ALU32 (``sdiv``/``smod``, ``movsx``, ``neg``,
+``le``/``be``/``bswap``), every jump and ``jeq32``..., ``gotol``, ``may_goto``,
+sign-extending loads, atomics (``atomic_add(..., fetch=True)``, ``atomic_xchg``,
+``atomic_cmpxchg``, ``load_acquire``/``store_release``), legacy packet loads,
+subprograms (``subprog``/``call_sub``/``ld_func``), kfuncs, every LD_IMM64 pseudo
+source, and ``stack()`` slots.  The result of :meth:`Asm.assemble` is a list of
+:class:`~pybpf.isa.Instruction` with jump offsets resolved (a jump beyond 16 bits
+is relaxed over ``gotol``), each checked by :func:`pybpf.isa.check`, and every
+symbolic operand still attached; errors name the DSL call's file and line.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ same bytes (``tests/test_isa_llvm.py`` checks every form against llvm-mc 19)::
 
 Labels end with ``:``; ``#``, ``;`` and ``//`` start a comment (``#`` only at the
 start of a line or after a space, so ``call bpf_ktime_get_ns#5`` is one token).
-``call NAME`` calls the label ``NAME`` (bpf-to-bpf, BPF_PSEUDO_CALL) if the file
+As in LLVM, ``goto`` and conditional jumps have 16-bit offsets (beyond is an error:
+write ``gotol``).  ``call NAME`` calls the label ``NAME`` (bpf-to-bpf, BPF_PSEUDO_CALL) if the file
 defines it, else the helper ``NAME`` (``bpf_`` prefix optional), whose number
 comes from the target kernel's BTF; ``call bpf_x#5`` and ``call 5`` are helper 5.
 
