@@ -9,12 +9,13 @@ from __future__ import annotations
 import lzma
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_btf import BLOBS, build_all_kinds, make_split
+from test_btf import BLOBS, build_all_kinds, make_elf, make_split
 
 from pybpf.btf import BTF, KIND_NAMES
 from pybpf.btf_dump import dump_raw
@@ -103,3 +104,28 @@ def test_cli_errors(args: list[str], message: str) -> None:
 def test_dump_bad_format() -> None:
     r = pybpf("btf", "dump", "--format", "c")
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_longer_header_honoured(tmp_path: Path) -> None:
+    """hdr_len > 24 (a newer header with zeroed extra fields): sections are relative to it."""
+    need_bpftool()
+    data = build_all_kinds()[0].encode()
+    magic_ver_flags, _hdr_len, *offsets = struct.unpack_from("<IIIIII", data)
+    longer = struct.pack("<IIIIII", magic_ver_flags, 32, *offsets) + bytes(8) + data[24:]
+    path = tmp_path / "h32.btf"
+    path.write_bytes(longer)
+    ours = list(dump_raw(BTF.from_file(path)))
+    assert ours == list(dump_raw(BTF.from_bytes(data)))
+    assert ours == bpftool_raw(path).splitlines()
+
+
+def test_split_btf_in_elf(tmp_path: Path) -> None:
+    """A module-like ELF whose .BTF is split BTF, dumped on top of its base."""
+    need_bpftool()
+    base, data = make_split()
+    (tmp_path / "base").write_bytes(base._data)
+    (tmp_path / "mod.ko").write_bytes(make_elf(data))
+    ours = pybpf("btf", "dump", "--btf", str(tmp_path / "mod.ko"), "--base",
+                 str(tmp_path / "base"))
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == bpftool_raw(tmp_path / "mod.ko", "-B", str(tmp_path / "base"))
