@@ -18,7 +18,7 @@ import time
 from typing import TextIO
 
 from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Asm, Reg
-from pybpf.cdecl import Array, Struct, char, long, pid_t, u32, u64
+from pybpf.cdecl import Array, FieldRef, Struct, char, long, pid_t, u32, u64
 from pybpf.isa import Instruction
 from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
 from pybpf.tool import Tool
@@ -36,9 +36,17 @@ TASK_RUNNING = 0
 MAX_ENTRIES = 10240
 DEFAULT_MIN_US = 10000
 TRANSPORTS = ("ringbuf", "perf")
-# BPF ring buffer size (a power-of-two number of pages): ~300,000 events, i.e. seconds of
-# backlog at this VM's switch rates while the reader sleeps between timer-driven drains.
+ATTACH_KINDS = ("tp_btf", "raw_tp")
+# BPF ring buffer size (a power-of-two number of pages).  Low thresholds report nearly every
+# switch: 16 MiB hold ~300,000 events, seconds of backlog while the reader is starved by the
+# traced load.  From the default 10 ms up, events are rare and 1 MiB will do: the reader maps
+# the ring, and every mapped page counts in its RSS.
 RINGBUF_SIZE = 16 << 20
+RINGBUF_SIZE_RARE = 1 << 20
+
+
+def ringbuf_size(min_us: int) -> int:
+    return RINGBUF_SIZE if min_us < DEFAULT_MIN_US else RINGBUF_SIZE_RARE
 # bpf_ringbuf_output() flags and bpf_ringbuf_query() flags (include/uapi/linux/bpf.h, 5.8).
 BPF_RB_NO_WAKEUP = 1 << 0
 BPF_RB_FORCE_WAKEUP = 1 << 1
@@ -81,6 +89,7 @@ rodata = Globals(
 PID_KEY = -4  # u32 pid (the `start` map key)
 TS = -16  # u64 ts
 EVENT = -16 - event.size  # struct event
+TMP = EVENT - 8  # u64 scratch for BPF_CORE_READ in raw_tp programs
 
 # tp_btf context: an array of u64 arguments, in the tracepoint's TP_PROTO order.
 # sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
@@ -111,37 +120,74 @@ def trace_enqueue(a: Asm, done: str) -> None:
     a.label(done)
 
 
-def sched_wakeup() -> list[Instruction]:
+def read(a: Asm, dst: Reg, task: Reg, field: FieldRef, raw: bool) -> None:
+    """``dst = task->field``.  tp_btf arguments are typed pointers the verifier lets us load
+    through; raw_tp arguments are plain numbers, so, as libbpf-tools' raw_tp programs do with
+    BPF_CORE_READ, copy the field with bpf_probe_read_kernel (its size relocated too: state
+    is 8 bytes before 5.14) into a zeroed slot.  Clobbers r1-r5 when ``raw``."""
+    if not raw:
+        a.ldx_core(dst, task, field)
+        return
+    a.st(FP, TMP, 0, size=8)
+    a.mov(R1, FP).add(R1, TMP)
+    a.field_size(R2, field)
+    a.mov(R3, task).add_offsetof(R3, field)
+    a.call("probe_read_kernel")
+    a.ldx(dst, FP, TMP, size=8)
+
+
+def sched_wakeup(raw: bool = False) -> list[Instruction]:
     """SEC("tp_btf/sched_wakeup") int BPF_PROG(sched_wakeup, struct task_struct *p)
-    { return trace_enqueue(p->tgid, p->pid); }"""
+    { return trace_enqueue(p->tgid, p->pid); }   (or SEC("raw_tp/sched_wakeup"))"""
     a = Asm()
     a.ldx(R6, R1, 0 * CTX_ARG, size=8)  # p
-    a.ldx_core(R1, R6, task_struct.tgid)
-    a.ldx_core(R2, R6, task_struct.pid)
+    read(a, R7, R6, task_struct.tgid, raw)
+    read(a, R2, R6, task_struct.pid, raw)
+    a.mov(R1, R7)
     trace_enqueue(a, "enqueued")
     a.mov(R0, 0).exit()
     return a.assemble()
 
 
-def get_task_state(a: Asm, dst: Reg, task: Reg) -> None:
+def get_task_state(a: Asm, dst: Reg, task: Reg, raw: bool = False) -> None:
     """core_fixes.bpf.h's get_task_state(): __state (>= 5.14) or state (< 5.14),
     each loaded with the width the target kernel gives it."""
     a.field_exists(dst, task_struct___x.__state)  # if (bpf_core_field_exists(t->__state))
     a.jeq(dst, 0, "state_old")
-    a.ldx_core(dst, task, task_struct___x.__state)  #     return t->__state;
+    read(a, dst, task, task_struct___x.__state, raw)  #     return t->__state;
     a.ja("state_done")
     a.label("state_old")
-    a.ldx_core(dst, task, task_struct___o.state)  #  return ((struct task_struct___o *)t)->state;
+    read(a, dst, task, task_struct___o.state, raw)  # return ((struct task_struct___o *)t)->state;
     a.label("state_done")
 
 
-def sched_switch(transport: str = "perf") -> list[Instruction]:
+def zero_event(a: Asm) -> None:
+    """struct event event = {};"""
+    for off in range(0, event.size, 8):
+        a.st(FP, EVENT + off, 0, size=8)
+
+
+def read_comms(a: Asm) -> None:
+    """bpf_probe_read_kernel_str(&event.task, sizeof(event.task), next->comm);
+    bpf_probe_read_kernel_str(&event.prev_task, sizeof(event.prev_task), prev->comm);
+    (prev in r7, next in r8)"""
+    for field, task in ((event.task, R8), (event.prev_task, R7)):
+        a.mov(R1, FP).add(R1, EVENT + field.offset)
+        a.mov(R2, field.size)
+        a.mov(R3, task).add_offsetof(R3, task_struct.comm)
+        a.call("probe_read_kernel_str")
+
+
+def sched_switch(
+    transport: str = "perf", raw: bool = False, ring_size: int = RINGBUF_SIZE
+) -> list[Instruction]:
     """SEC("tp_btf/sched_switch")
     int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 
     ``transport`` picks the events map, as ``#ifdef``s would in C: ``"perf"`` outputs
     through the perf event array (libbpf-tools), ``"ringbuf"`` through a BPF ring buffer
-    without a wakeup per event."""
+    without a wakeup per event.  ``raw``: the SEC("raw_tp/sched_switch") variant (kernels
+    without tp_btf), which reads task fields with BPF_CORE_READ."""
     a = Asm()
     a.mov(R6, R1)  # ctx
     a.ldx(R7, R6, 1 * CTX_ARG, size=8)  # prev
@@ -150,14 +196,15 @@ def sched_switch(transport: str = "perf") -> list[Instruction]:
     # /* ivcsw: treat like an enqueue event and store timestamp */
     # if (get_task_state(prev) == TASK_RUNNING)
     #     trace_enqueue(BPF_CORE_READ(prev, tgid), BPF_CORE_READ(prev, pid));
-    get_task_state(a, R1, R7)
+    get_task_state(a, R1, R7, raw)
     a.jne(R1, TASK_RUNNING, "not_running")
-    a.ldx_core(R1, R7, task_struct.tgid)
-    a.ldx_core(R2, R7, task_struct.pid)
+    read(a, R9, R7, task_struct.tgid, raw)
+    read(a, R2, R7, task_struct.pid, raw)
+    a.mov(R1, R9)
     trace_enqueue(a, "not_running")
 
     # pid = BPF_CORE_READ(next, pid);
-    a.ldx_core(R1, R8, task_struct.pid)
+    read(a, R1, R8, task_struct.pid, raw)
     a.stx(FP, PID_KEY, R1, size=4)
     # /* fetch timestamp and calculate delta */
     # tsp = bpf_map_lookup_elem(&start, &pid);
@@ -179,7 +226,12 @@ def sched_switch(transport: str = "perf") -> list[Instruction]:
 
     # if (targ_comm[0] && strncmp(next->comm, targ_comm, strlen(targ_comm))) return 0;
     # The verifier knows targ_comm (frozen .rodata): it keeps only the bytes that are set.
-    a.mov(R2, R8).add_offsetof(R2, task_struct.comm)
+    if raw:  # next is a plain number: compare the copy made for the event, made first
+        zero_event(a)
+        read_comms(a)
+        a.mov(R2, FP).add(R2, EVENT + event.task.offset)
+    else:
+        a.mov(R2, R8).add_offsetof(R2, task_struct.comm)
     for i in range(TASK_COMM_LEN):
         a.ld_map_value(R1, Globals.MAP_NAME, rodata.offset("targ_comm") + i)
         a.ldx(R1, R1, 0, size=1)
@@ -188,32 +240,26 @@ def sched_switch(transport: str = "perf") -> list[Instruction]:
         a.jne(R1, R3, "out")
     a.label("comm_ok")
 
-    # struct event event = {};
-    for off in range(0, event.size, 8):
-        a.st(FP, EVENT + off, 0, size=8)
+    if not raw:
+        zero_event(a)
     # event.pid = pid; event.prev_pid = BPF_CORE_READ(prev, pid); event.delta_us = delta_us;
+    read(a, R1, R7, task_struct.pid, raw)
+    a.stx(FP, EVENT + event.prev_pid.offset, R1, size=4)
     a.ldx(R1, FP, PID_KEY, size=4)
     a.stx(FP, EVENT + event.pid.offset, R1, size=4)
-    a.ldx_core(R1, R7, task_struct.pid)
-    a.stx(FP, EVENT + event.prev_pid.offset, R1, size=4)
     a.stx(FP, EVENT + event.delta_us.offset, R9, size=8)
-    # bpf_probe_read_kernel_str(&event.task, sizeof(event.task), next->comm);
-    # bpf_probe_read_kernel_str(&event.prev_task, sizeof(event.prev_task), prev->comm);
-    for field, task in ((event.task, R8), (event.prev_task, R7)):
-        a.mov(R1, FP).add(R1, EVENT + field.offset)
-        a.mov(R2, field.size)
-        a.mov(R3, task).add_offsetof(R3, task_struct.comm)
-        a.call("probe_read_kernel_str")
+    if not raw:
+        read_comms(a)
 
     if transport == "ringbuf":
         # /* wake the reader only when half full: it drains on a timer otherwise */
-        # flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > RINGBUF_SIZE / 2 ?
+        # flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > ring_size / 2 ?
         #         BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
         a.ld_map_fd(R1, "events")
         a.mov(R2, BPF_RB_AVAIL_DATA)
         a.call("ringbuf_query")
         a.mov(R4, BPF_RB_NO_WAKEUP)
-        a.jle(R0, RINGBUF_SIZE // 2, "quiet")
+        a.jle(R0, ring_size // 2, "quiet")
         a.mov(R4, BPF_RB_FORCE_WAKEUP)
         a.label("quiet")
         # err = bpf_ringbuf_output(&events, &event, sizeof(event), flags);
@@ -250,22 +296,30 @@ def sched_switch(transport: str = "perf") -> list[Instruction]:
     return a.assemble()
 
 
-def build_object(transport: str = "perf") -> ObjectSpec:
-    """The object for one events transport: ``"perf"`` or ``"ringbuf"`` (Linux 5.8)."""
+def build_object(
+    transport: str = "perf", attach: str = "tp_btf", ring_size: int = RINGBUF_SIZE
+) -> ObjectSpec:
+    """The object for one events transport, ``"perf"`` or ``"ringbuf"`` (Linux 5.8), and one
+    kind of tracepoint program, ``"tp_btf"`` (5.5) or ``"raw_tp"`` (4.17)."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+    if attach not in ATTACH_KINDS:
+        raise ValueError(f"attach must be one of {ATTACH_KINDS}, got {attach!r}")
+    raw = attach == "raw_tp"
     events = (
-        MapSpec("events", BPF_MAP_TYPE_RINGBUF, 0, 0, RINGBUF_SIZE)
+        MapSpec("events", BPF_MAP_TYPE_RINGBUF, 0, 0, ring_size)
         if transport == "ringbuf"
         else MapSpec("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0)  # 0: one per CPU
     )
-    wakeup = sched_wakeup()
+    wakeup = sched_wakeup(raw)
     return ObjectSpec(
         "runqslower",
         programs=[
-            ProgramSpec("sched_wakeup", "tp_btf/sched_wakeup", wakeup),
-            ProgramSpec("sched_wakeup_new", "tp_btf/sched_wakeup_new", wakeup),
-            ProgramSpec("sched_switch", "tp_btf/sched_switch", sched_switch(transport)),
+            ProgramSpec("sched_wakeup", f"{attach}/sched_wakeup", wakeup),
+            ProgramSpec("sched_wakeup_new", f"{attach}/sched_wakeup_new", wakeup),
+            ProgramSpec(
+                "sched_switch", f"{attach}/sched_switch", sched_switch(transport, raw, ring_size)
+            ),
         ],
         maps=[
             MapSpec("start", BPF_MAP_TYPE_HASH, 4, 8, MAX_ENTRIES),
@@ -344,6 +398,11 @@ class RunqSlower(Tool):
         )  # fmt: skip
         parser.add_argument("--json", action="store_true", help="one JSON object per event")
         parser.add_argument(
+            "--attach", choices=("auto",) + ATTACH_KINDS, default="auto",
+            help="tracepoint programs: tp_btf (Linux 5.5, direct field loads) or raw_tp "
+            "(4.17); auto: tp_btf when the kernel loads it",
+        )  # fmt: skip
+        parser.add_argument(
             "--transport", choices=("auto",) + TRANSPORTS, default="auto",
             help="events from the kernel through a BPF ring buffer (Linux 5.8) or per-CPU "
             "perf buffers; auto: the ring buffer when the kernel has it",
@@ -363,14 +422,25 @@ class RunqSlower(Tool):
                 parser.error(f"-c COMM must be 1 to {TASK_COMM_LEN - 1} bytes")
 
     def build(self, args: argparse.Namespace) -> ObjectSpec:
+        # The runner sets probe_kernel when it is about to load (not for `pybpf explain`),
+        # and target_btf when that BTF is the running kernel's.
+        probe = getattr(args, "probe_kernel", False)
         transport = getattr(args, "transport", "auto")
-        if transport == "auto":
-            # Imported here: probing is a bpf() call, needed only when loading.
-            from pybpf import probes
+        attach = getattr(args, "attach", "auto")
+        if probe and "auto" in (transport, attach):
+            from pybpf import probes  # a bpf() call: only when loading
 
-            transport = "ringbuf" if probes.have_ringbuf() else "perf"
-        args.transport = transport
-        return build_object(transport)
+            if transport == "auto":
+                transport = "ringbuf" if probes.have_ringbuf() else "perf"
+            if attach == "auto":
+                target = getattr(args, "target_btf", None)
+                attach = "tp_btf" if probes.have_tp_btf(target) else "raw_tp"
+        transport = "ringbuf" if transport == "auto" else transport
+        attach = "tp_btf" if attach == "auto" else attach
+        args.transport, args.attach = transport, attach
+        min_us = getattr(args, "min_us", None)
+        ring = ringbuf_size(DEFAULT_MIN_US if min_us is None else min_us)
+        return build_object(transport, attach, ring)
 
     def rodata(self, args: argparse.Namespace) -> dict:
         return {

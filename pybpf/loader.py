@@ -27,9 +27,16 @@ from .object import (
 )
 from .syscall import (
     FD,
+    PERF_EVENT_IOC_ENABLE,
+    PERF_EVENT_IOC_SET_BPF,
+    PERF_FLAG_FD_CLOEXEC,
+    PERF_TYPE_TRACEPOINT,
+    PerfEventAttr,
     btf_load,
     bump_memlock_rlimit,
+    ioctl,
     link_create,
+    perf_event_open,
     possible_cpus,
     prog_load,
     prog_load_log,
@@ -37,6 +44,7 @@ from .syscall import (
 )
 from .uapi import (
     BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_PERF_EVENT,
     BPF_PROG_TYPE_RAW_TRACEPOINT,
     BPF_PROG_TYPE_TRACING,
 )
@@ -159,6 +167,16 @@ class LoadedObject:
                 err.errno,
                 err.log,
             ) from None
+        except BPFSyscallError as err:
+            hint = ""
+            if err.errno == 1 and prog.section.startswith(("fentry/", "fexit/")):  # EPERM
+                hint = (
+                    " (fentry/fexit need BPF trampolines: a kernel with CONFIG_FUNCTION_TRACER"
+                    " and DYNAMIC_FTRACE_WITH_DIRECT_CALLS, 5.5+)"
+                )
+            raise BPFSyscallError(
+                f"program {prog.name} ({prog.section}): {err}{hint}", err.errno
+            ) from None
 
     def _func_info(self, name: str) -> dict[str, Union[int, bytes]]:
         """prog_btf_fd + func_info for BPF_PROG_LOAD when program BTF is loaded."""
@@ -192,21 +210,116 @@ class LoadedObject:
     def attach(self) -> None:
         for prog in self.prepared.programs:
             fd = self.programs[prog.name]
-            self.links.append(attach_program(prog, fd))
+            # Links first, then any perf event fds they use: closed in reverse order.
+            self.links.extend(attach_all(prog, fd))
 
 
 def attach_program(prog: PreparedProgram, fd: FD) -> FD:
-    """tp_btf: BPF_LINK_CREATE (5.8+), else BPF_RAW_TRACEPOINT_OPEN (5.5+)."""
+    """Attach and return the one fd that keeps the attachment (see :func:`attach_all`)."""
+    fds = attach_all(prog, fd)
+    for extra in fds[1:]:
+        extra.close()  # a link holds its own reference to the perf event
+    return fds[0]
+
+
+def attach_all(prog: PreparedProgram, fd: FD) -> list[FD]:
+    """Attach by section kind; returns the fds to close to detach (link first).
+
+    - ``tp_btf/``, ``fentry/``, ``fexit/`` (5.5): BPF_LINK_CREATE (tracing links 5.10),
+      else BPF_RAW_TRACEPOINT_OPEN with no name (5.5).
+    - ``raw_tp/`` (4.17): BPF_RAW_TRACEPOINT_OPEN with the tracepoint's name.
+    - ``tracepoint/CATEGORY/NAME`` (4.7) and ``kprobe/FUNC``, ``kretprobe/FUNC`` (4.1; the
+      kprobe PMU 4.17): a perf event, then a BPF_PERF_EVENT link (5.15) or, before that,
+      PERF_EVENT_IOC_SET_BPF + PERF_EVENT_IOC_ENABLE.
+    """
+    kind = prog.section.split("/", 1)[0]
     if prog.prog_type == BPF_PROG_TYPE_TRACING:
         try:
-            return link_create(fd.fileno(), 0, prog.expected_attach_type)
+            return [link_create(fd.fileno(), 0, prog.expected_attach_type)]
         except BPFSyscallError as err:
             if err.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP: old kernel
                 raise
-        return raw_tracepoint_open(fd.fileno())
+        return [raw_tracepoint_open(fd.fileno())]
     if prog.prog_type == BPF_PROG_TYPE_RAW_TRACEPOINT:
-        return raw_tracepoint_open(fd.fileno(), prog.attach_point)
+        return [raw_tracepoint_open(fd.fileno(), prog.attach_point)]
+    if kind in ("tracepoint", "tp"):
+        return _attach_perf_event(fd, _tracepoint_event(prog.attach_point))
+    if kind in ("kprobe", "kretprobe"):
+        return _attach_perf_event(fd, _kprobe_event(prog.attach_point, kind == "kretprobe"))
     raise PyBPFError(f"{prog.name}: don't know how to attach {prog.section}")
+
+
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+def _tracepoint_event(point: str) -> FD:
+    """A perf event on tracepoint ``CATEGORY/NAME``; its id comes from tracefs."""
+    import os
+
+    category, _, name = point.partition("/")
+    if not name:
+        raise PyBPFError(f"tracepoint {point!r}: write it as CATEGORY/NAME (sched/sched_switch)")
+    for root in TRACEFS:
+        path = f"{root}/events/{category}/{name}/id"
+        if os.path.exists(path):
+            with open(path) as f:
+                tp_id = int(f.read())
+            break
+    else:
+        if not any(os.path.isdir(f"{root}/events") for root in TRACEFS):
+            raise PyBPFError(
+                f"tracepoint {point}: tracefs is not mounted "
+                "(mount -t tracefs nodev /sys/kernel/tracing)"
+            )
+        raise PyBPFError(f"tracepoint {point}: no such tracepoint in tracefs")
+    attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, config=tp_id, sample_period=1,
+                         wakeup_events=1)  # fmt: skip
+    return perf_event_open(attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
+
+
+def _kprobe_event(func: str, retprobe: bool) -> FD:
+    """A perf event of the kprobe PMU (4.17) on ``func``; ``retprobe`` sets the format bit
+    named in /sys/bus/event_source/devices/kprobe/format/retprobe."""
+    import ctypes
+
+    pmu = "/sys/bus/event_source/devices/kprobe"
+    try:
+        with open(f"{pmu}/type") as f:
+            pmu_type = int(f.read())
+        bit = 0
+        if retprobe:
+            with open(f"{pmu}/format/retprobe") as f:
+                bit = int(f.read().strip().split(":")[1])
+    except (OSError, ValueError, IndexError):
+        raise PyBPFError(
+            f"k{'ret' if retprobe else ''}probe/{func}: this kernel has no kprobe PMU "
+            "(needs CONFIG_KPROBES, Linux 4.17+)"
+        ) from None
+    name = ctypes.create_string_buffer(func.encode())
+    attr = PerfEventAttr(type=pmu_type, config=(1 << bit) if retprobe else 0, sample_period=1,
+                         wakeup_events=1, config1=ctypes.addressof(name), config2=0)  # fmt: skip
+    try:
+        return perf_event_open(attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
+    except BPFSyscallError as err:
+        if err.errno == 2:  # ENOENT
+            raise PyBPFError(f"kprobe: no function {func!r} (see /proc/kallsyms)") from None
+        raise
+
+
+def _attach_perf_event(prog: FD, event: FD) -> list[FD]:
+    """BPF_LINK_CREATE with BPF_PERF_EVENT (5.15), else the ioctls (4.1)."""
+    try:
+        try:
+            return [link_create(prog.fileno(), event.fileno(), BPF_PERF_EVENT), event]
+        except BPFSyscallError as err:
+            if err.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP: before 5.15
+                raise
+        ioctl(event.fileno(), PERF_EVENT_IOC_SET_BPF, prog.fileno())
+        ioctl(event.fileno(), PERF_EVENT_IOC_ENABLE, 0)
+        return [event]
+    except BaseException:
+        event.close()
+        raise
 
 
 _POISON_CALL = re.compile(rf"^(\d+): \(85\) call unknown#{POISON_IMM}\b", re.M)

@@ -19,7 +19,14 @@ from . import cdecl as _cd
 from . import isa
 from . import uapi as _uapi
 from .asm import Asm, CoreAccess, Reg
-from .btf import BTF, BTF_KIND_ENUM, BTF_KIND_FUNC_PROTO, BTF_KIND_PTR, BTF_KIND_TYPEDEF
+from .btf import (
+    BTF,
+    BTF_KIND_ENUM,
+    BTF_KIND_FUNC,
+    BTF_KIND_FUNC_PROTO,
+    BTF_KIND_PTR,
+    BTF_KIND_TYPEDEF,
+)
 from .btf_encoder import BTF_FUNC_STATIC
 from .cdecl import Array, CType, Int, build_local_btf, encode_local_btf, strip_typedefs
 from .core import (
@@ -38,8 +45,12 @@ from .errors import BTFError, CORERelocationError, PyBPFError
 from .uapi import (
     BPF_F_RDONLY_PROG,
     BPF_MAP_TYPE_ARRAY,
+    BPF_PROG_TYPE_KPROBE,
     BPF_PROG_TYPE_RAW_TRACEPOINT,
+    BPF_PROG_TYPE_TRACEPOINT,
     BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_FENTRY,
+    BPF_TRACE_FEXIT,
     BPF_TRACE_RAW_TP,
 )
 
@@ -252,13 +263,40 @@ def _core_roots(programs: list[ProgramSpec]) -> list[CType]:
     return roots
 
 
+# libbpf section prefix -> (program type, expected attach type); the loader attaches each.
+# tp_btf/fentry/fexit 5.5, raw_tp 4.17, tracepoint 4.7, kprobe/kretprobe 4.1.
+_SECTION_KINDS = {
+    "tp_btf": (BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP),
+    "fentry": (BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY),
+    "fexit": (BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT),
+    "raw_tp": (BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+    "raw_tracepoint": (BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+    "tracepoint": (BPF_PROG_TYPE_TRACEPOINT, 0),
+    "tp": (BPF_PROG_TYPE_TRACEPOINT, 0),
+    "kprobe": (BPF_PROG_TYPE_KPROBE, 0),
+    "kretprobe": (BPF_PROG_TYPE_KPROBE, 0),
+}
+
+
 def _program_kind(section: str) -> tuple[int, int]:
     kind = section.split("/", 1)[0]
-    if kind == "tp_btf":
-        return BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP
-    if kind in ("raw_tp", "raw_tracepoint"):
-        return BPF_PROG_TYPE_RAW_TRACEPOINT, 0
-    raise PyBPFError(f"program section {section!r}: only tp_btf/ and raw_tp/ are supported")
+    if kind not in _SECTION_KINDS or "/" not in section:
+        raise PyBPFError(
+            f"program section {section!r}: supported are "
+            + ", ".join(f"{k}/..." for k in _SECTION_KINDS)
+        )
+    return _SECTION_KINDS[kind]
+
+
+def _attach_btf_id(btf: BTF, section: str, attach_point: str) -> int:
+    """What a TRACING program names in attach_btf_id: the ``btf_trace_<tp>`` typedef for
+    tp_btf, the traced function's FUNC for fentry/fexit (5.5)."""
+    if section.startswith("tp_btf/"):
+        return _tracepoint_btf_id(btf, attach_point)
+    ids = btf.find(attach_point, BTF_KIND_FUNC)
+    if not ids:
+        raise PyBPFError(f"{section}: no function {attach_point!r} in the kernel's BTF")
+    return ids[0]
 
 
 def prepare(
@@ -281,7 +319,7 @@ def prepare(
     for prog in spec.programs:
         prog_type, attach_type = _program_kind(prog.section)
         attach_btf_id = (
-            _tracepoint_btf_id(target, prog.attach_point)
+            _attach_btf_id(target, prog.section, prog.attach_point)
             if prog_type == BPF_PROG_TYPE_TRACING
             else 0
         )

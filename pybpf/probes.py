@@ -12,7 +12,7 @@ import ctypes
 import errno as _errno
 import os
 import struct
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import syscall as _sys
 from .errors import BPFSyscallError, PyBPFError
@@ -24,8 +24,12 @@ from .uapi import (
     BPF_PROG_TYPE_RAW_TRACEPOINT,
     BPF_PROG_TYPE_TRACEPOINT,
     BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_FENTRY,
     BPF_TRACE_RAW_TP,
 )
+
+if TYPE_CHECKING:
+    from .btf import BTF
 
 _cache: dict[str, bool] = {}
 _PROBES: dict[str, tuple[str, Callable[[], bool]]] = {}
@@ -119,20 +123,52 @@ def have_kprobe() -> bool:
     return _load_errno(BPF_PROG_TYPE_KPROBE) == 0
 
 
-@_probe("tp_btf", "5.5")
-def have_tp_btf() -> bool:
+def have_tp_btf(btf: Optional[BTF] = None) -> bool:
     """BPF_PROG_TYPE_TRACING with BPF_TRACE_RAW_TP (5.5): a trivial program aimed at the
     kernel's ``btf_trace_sched_switch`` typedef loads.  (libbpf's generic TRACING probe, an
-    fentry at BTF id 1, is refused with EPERM on some kernels that run tp_btf fine.)"""
-    from .btf import BTF, BTF_KIND_TYPEDEF
+    fentry at BTF id 1, is refused with EPERM on some kernels that run tp_btf fine.)
+    ``btf``: the running kernel's BTF if already parsed (else it is read)."""
+    if "tp_btf" not in _cache:
+        try:
+            _cache["tp_btf"] = _tp_btf(btf)
+        except (PyBPFError, OSError):
+            _cache["tp_btf"] = False
+    return _cache["tp_btf"]
 
-    if not have_kernel_btf():
-        return False
-    ids = BTF.kernel().find("btf_trace_sched_switch", BTF_KIND_TYPEDEF)
+
+def _tp_btf(btf: Optional[BTF]) -> bool:
+    from .btf import BTF_KIND_TYPEDEF
+
+    if btf is None:
+        if not have_kernel_btf():
+            return False
+        from .btf import BTF
+
+        btf = BTF.kernel()
+    ids = btf.find("btf_trace_sched_switch", BTF_KIND_TYPEDEF)
     if not ids:
         return False
     return _load_errno(
         BPF_PROG_TYPE_TRACING, expected_attach_type=BPF_TRACE_RAW_TP, attach_btf_id=ids[0]
+    ) == 0
+
+
+_PROBES["tp_btf"] = ("5.5", have_tp_btf)
+
+
+@_probe("fentry", "5.5")
+def have_fentry() -> bool:
+    """fentry programs (BPF trampolines, 5.5; need ftrace direct calls in the kernel): a
+    trivial one aimed at ``bpf_fentry_test1`` (the kernel's own test target) loads."""
+    from .btf import BTF, BTF_KIND_FUNC
+
+    if not have_kernel_btf():
+        return False
+    ids = BTF.kernel().find("bpf_fentry_test1", BTF_KIND_FUNC)
+    if not ids:
+        return False
+    return _load_errno(
+        BPF_PROG_TYPE_TRACING, expected_attach_type=BPF_TRACE_FENTRY, attach_btf_id=ids[0]
     ) == 0
 
 

@@ -3,8 +3,10 @@
 One ring shared by every CPU (``kernel/bpf/ringbuf.c``).  User space maps it in two pieces:
 
 - offset 0, one page, read-write: ``consumer_pos`` (u64 at 0), which only the reader advances;
-- offset one page, read-only: the producer page (``producer_pos`` at 0), then the data area
-  mapped *twice* back to back, so a record that wraps around the end is contiguous.
+- offset one page, read-only: the producer page (``producer_pos`` at 0), then the data area.
+  The kernel offers the data area twice back to back (so a record that wraps is contiguous);
+  this reader maps it once, which halves the memory the mapping adds to the process's RSS
+  (the kernel maps every page at mmap time), and joins the two pieces of a wrapped record.
 
 Each record starts with an 8-byte header: ``u32 len`` whose bit 31 (BPF_RINGBUF_BUSY_BIT)
 says the producer has reserved but not yet committed it and bit 30 (BPF_RINGBUF_DISCARD_BIT)
@@ -118,7 +120,7 @@ class RingBuffer:
         try:
             self._cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._prod = mmap.mmap(
-                fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+                fd, page + self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
             )
         except OSError as exc:
             raise BPFSyscallError(
@@ -172,7 +174,7 @@ class RingBuffer:
         cons, prod = self._cons, self._prod
         assert cons is not None and prod is not None
         u32 = _U32.unpack_from
-        base, mask = self._data, self._mask
+        base, mask, limit = self._data, self._mask, self._data + self.size
         pos = _U64.unpack_from(cons, 0)[0]
         end = _U64.unpack_from(prod, 0)[0]
         records: list[bytes] = []
@@ -186,8 +188,11 @@ class RingBuffer:
                 break  # reserved, not committed yet: later records must wait too
             size = length & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
             if not length & BPF_RINGBUF_DISCARD_BIT:
-                start = off + BPF_RINGBUF_HDR_SZ
-                append(prod[start : start + size])
+                start = off + BPF_RINGBUF_HDR_SZ  # the 8-byte header never wraps
+                if start + size <= limit:
+                    append(prod[start : start + size])
+                else:  # wraps around the end: join the two pieces
+                    append(prod[start:limit] + prod[base : base + start + size - limit])
             pos += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
         # Records are copied out: hand the space back before the (slow) callback.
         _U64.pack_into(cons, 0, pos)

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Optional, TextIO
 
 from .btf import BTF
-from .errors import PyBPFError
+from .errors import BTFError, PyBPFError, VerifierError
 from .object import PreparedObject, prepare
 from .tool import Tool
 
@@ -93,8 +93,20 @@ def shipped_programs() -> list[str]:
     return sorted(p.stem for p in where.glob("*.py") if not p.stem.startswith("_"))
 
 
+KERNEL_BTF = "/sys/kernel/btf/vmlinux"
+
+
 def load_btf(path: Optional[str]) -> BTF:
-    return BTF.from_file(path) if path else BTF.kernel()
+    """``--btf FILE``, else the running kernel's BTF (5.4+, CONFIG_DEBUG_INFO_BTF)."""
+    if path:
+        return BTF.from_file(path)
+    if not os.path.exists(KERNEL_BTF):
+        raise BTFError(
+            f"{KERNEL_BTF} not found: this kernel was built without BTF "
+            "(CONFIG_DEBUG_INFO_BTF=y, Linux 5.4+); give pybpf this kernel's BTF with "
+            "--btf FILE (BTFHub publishes BTF for many distribution kernels)"
+        )
+    return BTF.kernel(KERNEL_BTF)
 
 
 def check_privileges() -> None:
@@ -126,7 +138,12 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
     parser = tool_parser(tool, prog)
     args = parser.parse_args(argv)
     tool.check_arguments(parser, args)
-    prepared = prepare(tool.build(args), load_btf(args.btf))
+    btf = load_btf(args.btf)
+    # For tools that probe the running kernel while building (runqslower: ring buffer?
+    # tp_btf?); target_btf only when it is the running kernel's own.
+    args.probe_kernel = True
+    args.target_btf = None if args.btf else btf
+    prepared = prepare(tool.build(args), btf)
     if args.verbose:
         print_relocations(prepared, err)
     check_privileges()
@@ -139,7 +156,12 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with LoadedObject(prepared, tool.rodata(args)) as obj:
-            obj.load()
+            try:
+                obj.load()
+            except VerifierError as exc:
+                if args.verbose:  # the CLI prints the tail; -v asks for all of it
+                    err.write(f"--- verifier log ---\n{exc.log.rstrip()}\n--- end ---\n")
+                raise
             for warning in obj.warnings:
                 err.write(f"pybpf: warning: {warning}\n")
             obj.attach()

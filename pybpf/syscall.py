@@ -173,9 +173,15 @@ def error_message(what: str, err: int) -> str:
     """``BPF_PROG_LOAD: Permission denied (EPERM)``, with a hint for the usual causes."""
     msg = f"{what}: {_strerror(err)} ({_errname(err)})"
     if err == _errno.EPERM:
-        msg += "; run as root, or with CAP_BPF and CAP_PERFMON (Linux 5.8+)"
-        if os.geteuid() != 0 and unprivileged_bpf_disabled() > 0:
-            msg += " (kernel.unprivileged_bpf_disabled is set: unprivileged users cannot use bpf())"
+        if os.geteuid() == 0:
+            msg += (
+                "; already root, so the kernel refuses it for another reason: a feature it "
+                "lacks, lockdown (/sys/kernel/security/lockdown) or a security module"
+            )
+        else:
+            msg += "; run as root, or with CAP_BPF and CAP_PERFMON (Linux 5.8+)"
+            if unprivileged_bpf_disabled() > 0:
+                msg += " (kernel.unprivileged_bpf_disabled is set: no bpf() without privileges)"
     elif err == _errno.E2BIG and what.startswith("BPF_"):
         msg += "; this kernel does not know an attribute pybpf set (too old for the feature?)"
     elif err in (_errno.EOPNOTSUPP, ENOTSUPP) and what.startswith("BPF_"):

@@ -131,10 +131,18 @@ def test_attr_size_covers_last_nonzero_field() -> None:
     assert ctypes.sizeof(S.BPFMapInfo) == 88
 
 
-def test_error_message_names_command_and_errno() -> None:
+def test_error_message_names_command_and_errno(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(S.os, "geteuid", lambda: 1000)
     msg = S.error_message("BPF_PROG_LOAD", errno.EPERM)
     assert msg.startswith("BPF_PROG_LOAD: Operation not permitted (EPERM)")
     assert "CAP_BPF" in msg
+    if S.unprivileged_bpf_disabled() > 0:
+        assert "kernel.unprivileged_bpf_disabled" in msg
+    monkeypatch.setattr(S.os, "geteuid", lambda: 0)
+    msg = S.error_message("BPF_PROG_LOAD", errno.EPERM)
+    assert "already root" in msg and "CAP_BPF" not in msg
+    unsupported = S.error_message("BPF_PROG_LOAD", 524)
+    assert unsupported.endswith("(ENOTSUPP); this kernel does not support it")
     assert S.error_message("BPF_MAP_CREATE", errno.EINVAL) == (
         "BPF_MAP_CREATE: Invalid argument (EINVAL)"
     )
