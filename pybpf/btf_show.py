@@ -109,20 +109,27 @@ def _params(btf: BTF, proto: Type, depth: int) -> str:
 
 def _declarator(btf: BTF, type_id: int, name: str) -> tuple[str, str]:
     """(type column, name column) of a member: arrays and function pointers wrap the name."""
-    dims = ""
+    dims = quals = ""
     t = btf.type(type_id)
     for _ in range(_MAX_DEPTH):
-        if t.kind != BTF_KIND_ARRAY:
+        if t.kind in (BTF_KIND_CONST, BTF_KIND_VOLATILE) and \
+                btf.type(t.type).kind == BTF_KIND_ARRAY:
+            quals += "const " if t.kind == BTF_KIND_CONST else "volatile "  # pahole hoists it
+        elif t.kind == BTF_KIND_ARRAY:
+            dims += f"[{t.nelems}]"
+            type_id = t.elem_type
+            t = btf.type(type_id)
+            continue
+        else:
             break
-        dims += f"[{t.nelems}]"
-        type_id = t.elem_type
+        type_id = t.type
         t = btf.type(type_id)
     if t.kind == BTF_KIND_PTR:
         target = btf.type(t.type)
         if target.kind == BTF_KIND_FUNC_PROTO:
             return (type_name(btf, target.type),
                     f"(*{name}{dims})({_params(btf, target, 0)})")
-    return type_name(btf, type_id), name + dims
+    return quals + type_name(btf, type_id), name + dims
 
 
 def _member_size(btf: BTF, type_id: int) -> int:
@@ -165,6 +172,10 @@ def tail_padding(btf: BTF, type_id: int) -> int:
         return 0
     end_bits = max(m.bit_offset + (m.bitfield_size or 8 * _member_size(btf, m.type))
                    for m in t.members)
+    last = t.members[-1]
+    if last.bitfield_size:  # trailing bits of a bitfield's storage unit are not padding
+        unit = 8 * (_member_size(btf, last.type) or 1)
+        end_bits = max(end_bits, (last.bit_offset // unit + 1) * unit)
     return max(t.size - -(-end_bits // 8), 0)
 
 
@@ -227,7 +238,21 @@ class _Layout:
                     self.sum_members += size
                 end_bits = max(end_bits, m.bit_offset + 8 * size)
                 continue
+            mt = btf.type(m.type)
+            if mt.kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64) and not mt.name \
+                    and not m.bitfield_size:
+                self.line(depth, "enum {")
+                width = max((len(v.name) for v in mt.values), default=0)
+                for v in mt.values:
+                    self.line(depth + 1, f"{v.name:<{width}} = {v.value},")
+                self.line(depth, f"}} {m.name};", f"{offset:5} {size:5}")
+                if depth == 1:
+                    self.sum_members += size
+                end_bits = max(end_bits, m.bit_offset + 8 * size)
+                continue
             tcol, ncol = _declarator(btf, m.type, m.name)
+            if m is t.members[-1] and len(t.members) > 1 and ncol.endswith("[0]"):
+                ncol = ncol[:-3] + "[]"  # a flexible array member, as pahole writes it
             width = max(_TYPE_COL - 8 * (depth - 1), 0)
             if m.bitfield_size:
                 unit = size * 8 or 8
@@ -246,9 +271,8 @@ class _Layout:
                 if pad:
                     self.paddings += 1
                     self.sum_paddings += pad
-                    if self.lines[-2:-1] != [""]:
-                        self.lines.append("")
-                    self.line(depth, f"/* XXX last struct has {pad} bytes of padding */")
+                    self.lines.append("")
+                    self.line(depth, f"/* XXX last struct has {_plural(pad, 'byte')} of padding */")
                     self.lines.append("")
 
     def _gap(self, depth: int, end: int, unit_end: int, start: int,
@@ -301,6 +325,7 @@ def _composite(btf: BTF, t: Type) -> str:
         return "\n".join([head, *lay.lines, "};"]) + "\n"
     lay.body(t, 0, 1)
     last = t.members[-1] if t.members else None
+    bit_padding = 0
     # end of the last member (bits): for padding
     end_bits = 0
     for m in t.members:
@@ -312,17 +337,24 @@ def _composite(btf: BTF, t: Type) -> str:
     if lay.holes:
         summary.append(f"sum members: {lay.sum_members}, holes: {lay.holes}, "
                        f"sum holes: {lay.sum_holes}")
+    elif lay.bit_holes:
+        summary.append(f"sum members: {lay.sum_members}")
     if lay.bit_holes:
         summary.append(f"sum bitfield members: {lay.bitfield_bits} bits, bit holes: "
                        f"{lay.bit_holes}, sum bit holes: {lay.sum_bit_holes} bits")
+    elif lay.bitfield_bits and lay.holes:
+        summary.append(f"sum bitfield members: {lay.bitfield_bits} bits "
+                       f"({lay.bitfield_bits // 8} bytes)")
     if last is not None and last.bitfield_size:
         unit = 8 * (_member_size(btf, last.type) or 1)
         unit_end = (last.bit_offset // unit + 1) * unit
         if unit_end > end_bits and t.size * 8 >= unit_end:
-            summary.append(f"bit_padding: {unit_end - end_bits} bits")
+            bit_padding = unit_end - end_bits
             end = unit_end // 8
     if t.size > end:
         summary.append(f"padding: {t.size - end}")
+    if bit_padding:
+        summary.append(f"bit_padding: {bit_padding} bits")
     if lay.paddings:
         summary.append(f"paddings: {lay.paddings}, sum paddings: {lay.sum_paddings}")
     if t.size % CACHELINE:

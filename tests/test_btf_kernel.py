@@ -179,3 +179,24 @@ def test_map_dump_typed(loaded: LoadedObject) -> None:
     info = bpftool_json("map", "show", "id", str(fdinfo(events.fileno(), "map_id")))
     assert info["type"] == "perf_event_array"  # created without BTF: the kernel refuses it
     assert info.get("btf_id", 0) == 0
+
+
+def test_declared_map_types() -> None:
+    """MapSpec.key_type/value_type: a struct value is dumped by bpftool field by field."""
+    _need()
+    from pybpf.cdecl import Array, Struct, char, u32, u64
+    from pybpf.object import MapSpec, ObjectSpec
+    from pybpf.uapi import BPF_MAP_TYPE_HASH
+
+    value = Struct("stats", [("count", u64), ("comm", Array(char, 8)), ("cpu", u32)])
+    spec = ObjectSpec("typed", [], [MapSpec("typed_map", BPF_MAP_TYPE_HASH, 8, value.size, 4,
+                                            key_type=u64, value_type=value)])
+    with LoadedObject(prepare(spec, BTF.kernel())) as obj:
+        obj.load()
+        m = obj.maps["typed_map"]
+        m.update((7).to_bytes(8, "little"),
+                 (42).to_bytes(8, "little") + b"pybpf\0\0\0" + (1).to_bytes(4, "little")
+                 + bytes(value.size - 20))
+        entries = bpftool_json("map", "dump", "id", str(fdinfo(m.fileno(), "map_id")))
+    assert [e["formatted"] for e in entries] == [
+        {"key": 7, "value": {"count": 42, "comm": "pybpf", "cpu": 1}}]

@@ -3,7 +3,8 @@
 pahole's layout has heuristics BTF cannot carry (``__attribute__((__aligned__))`` guesses,
 ``__packed__``); so for every struct of two real kernels the member offsets, sizes, bit
 positions and the ``size: .., cachelines: .., members: ..`` line must equal pahole's, and the
-whole text must be identical for most of them and for a fixed list of well-known types.
+whole text must be identical for over 90% of them (the rest need those guesses) and for a
+fixed list of well-known types.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOBS = ["firecracker-6.18.44-fc-v657.btf.xz", "debian-5.10.0-46-amd64.btf.xz"]
 EXACT = ["list_head", "sk_buff_head", "file_operations", "perf_event_attr", "sched_entity",
          "rb_node", "callback_head", "hlist_node", "rq_flags", "pid_type", "pid_t",
-         "union sigval", "fred_cs", "restart_block"]
+         "union sigval", "fred_cs", "restart_block", "sched_dl_entity", "gendisk",
+         "TransportAddress", "xt_match", "trace_event_raw_initcall_level"]
 _COMMENT = re.compile(r"/\*\s+(\d+)(?::\s*(\d+))?\s+(\d+) \*/")
 _SIZE = re.compile(r"/\* size: .* \*/")
 
@@ -87,7 +89,7 @@ def test_every_struct_layout_matches_pahole(blob: Path) -> None:
     # (parsed_partitions.parts) and a const anonymous struct, which it also summarizes
     # (vm_fault); their layouts are otherwise the same
     assert set(wrong) <= {"parsed_partitions", "vm_fault"}, wrong[:10]
-    assert exact / len(blocks) > 0.75, exact / len(blocks)
+    assert exact / len(blocks) > 0.9, exact / len(blocks)  # 94% on both kernels
 
 
 @pytest.mark.parametrize("name", EXACT)
