@@ -129,3 +129,26 @@ def test_split_btf_in_elf(tmp_path: Path) -> None:
                  str(tmp_path / "base"))
     assert ours.returncode == 0, ours.stderr
     assert ours.stdout == bpftool_raw(tmp_path / "mod.ko", "-B", str(tmp_path / "base"))
+
+
+def _objcopy() -> str:
+    for tool in ("llvm-objcopy-19", "llvm-objcopy", "objcopy"):
+        if shutil.which(tool):
+            return tool
+    if os.environ.get("CI") == "true":
+        pytest.fail("no objcopy (CI installs llvm-19)")
+    pytest.skip("no objcopy")
+
+
+def test_real_elf_with_btf_section(tmp_path: Path) -> None:
+    """A real ELF executable given a .BTF section by objcopy (as pahole -J does for vmlinux
+    and modules): pybpf reads it as bpftool does."""
+    need_bpftool()
+    blob = tmp_path / "k.btf"
+    blob.write_bytes(lzma.decompress((ROOT / "btf" / BLOBS[0].name).read_bytes()))
+    elf = tmp_path / "with_btf"
+    subprocess.run([_objcopy(), "--add-section", f".BTF={blob}", "/bin/true", str(elf)],
+                   check=True, capture_output=True)
+    ours = pybpf("btf", "dump", "--btf", str(elf))
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == bpftool_raw(elf) == bpftool_raw(blob)
