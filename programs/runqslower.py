@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import struct
 import sys
 import time
@@ -440,6 +441,8 @@ class RunqSlower(Tool):
         args.transport, args.attach = transport, attach
         min_us = getattr(args, "min_us", None)
         ring = ringbuf_size(DEFAULT_MIN_US if min_us is None else min_us)
+        # perf transport: the same bytes per CPU (libbpf-tools' 64 pages at default)
+        self.perf_buffer_pages = max(64, ring // mmap.PAGESIZE // 4)
         return build_object(transport, attach, ring)
 
     def rodata(self, args: argparse.Namespace) -> dict:

@@ -221,13 +221,15 @@ def open_events(obj: object, tool: Tool, out: TextIO, err: TextIO) -> object:
 
     from .perf import PerfBuffer
 
+    # A tool may ask for bigger rings (runqslower does at low thresholds).
+    pages = getattr(tool, "perf_buffer_pages", 0) or PERF_BUFFER_PAGES
     return PerfBuffer(
         events.fd,
-        page_count=PERF_BUFFER_PAGES,
+        page_count=pages,
         on_batch=lambda cpu, records: on_events(cpu, records, out),
         on_lost=lambda cpu, count: tool.on_lost(cpu, count, err),
         # Wake the reader when a ring is half full, not per sample; the poll timer does the rest.
-        wakeup_bytes=PERF_BUFFER_PAGES * mmap.PAGESIZE // 2,
+        wakeup_bytes=pages * mmap.PAGESIZE // 2,
     )
 
 
