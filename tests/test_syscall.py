@@ -500,3 +500,35 @@ def test_perf_buffer_needs_perf_event_array(root: None) -> None:
     with M.Map.create(M.MapSpec("notperf", U.BPF_MAP_TYPE_ARRAY, 4, 4, 2)) as m:
         with pytest.raises(PyBPFError, match="PERF_EVENT_ARRAY"):
             P.PerfBuffer(m.fd, on_sample=lambda cpu, data: None)
+
+
+def test_perf_buffer_watermark_batches_wakeups(on_cpu0: None) -> None:
+    """wakeup_bytes (perf_event_attr.watermark): no wakeup until that many bytes wait, so
+    the epoll fd stays quiet for one sample; poll() drains every ring after its timeout, and
+    on_batch gets all of a ring's samples at once.  Past the watermark the kernel wakes us."""
+    import select
+
+    batches: list[tuple[int, list[bytes]]] = []
+    with M.Map.create(
+        M.MapSpec("events", U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, len(S.possible_cpus()))
+    ) as events:
+        pb = P.PerfBuffer(events.fd, page_count=2, wakeup_bytes=4096,
+                          on_batch=lambda cpu, samples: batches.append((cpu, samples)))  # fmt: skip
+        with pb, socket_filter(perf_output_prog(events.fd)) as prog:
+            pkts = [_packet(i) for i in range(3)]
+            for pkt in pkts:
+                S.prog_test_run(prog.fileno(), pkt)
+            assert select.select([pb.fileno()], [], [], 0.1)[0] == []  # below the watermark
+            t0 = time.monotonic()
+            assert pb.poll(150) == 3
+            assert time.monotonic() - t0 >= 0.1
+            assert len(batches) == 1 and batches[0][0] == 0
+            for data, pkt in zip(batches[0][1], pkts):
+                _check_sample(data, pkt)
+            pkt = _packet(5)
+            n = 4096 // (8 + 4 + _expected_sample(pkt)[1]) + 2  # just past the watermark
+            S.prog_test_run(prog.fileno(), pkt, repeat=n)
+            assert select.select([pb.fileno()], [], [], 1.0)[0] == [pb.fileno()]
+            assert pb.poll(0) == n
+    with pytest.raises(PyBPFError, match="wakeup_bytes"):
+        P.PerfBuffer(0, page_count=1, wakeup_bytes=4096, on_sample=lambda c, d: None)
