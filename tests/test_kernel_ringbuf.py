@@ -211,3 +211,32 @@ def test_needs_a_ringbuf_map(root: None) -> None:
             RingBuffer(m.fd, on_sample=lambda data: None)
         with pytest.raises(PyBPFError, match="exactly one"):
             RingBuffer(m.fd)
+
+
+@pytest.mark.parametrize("transport", ["ringbuf", "perf"])
+def test_runqslower_object_and_reader_leave_no_fd(root: None, transport: str) -> None:
+    """Load, attach and read runqslower in this process, close everything: the fd table is
+    exactly what it was (no map, program, link, perf event or epoll fd leaked)."""
+    import argparse
+    import io
+
+    from pybpf.loader import LoadedObject
+    from pybpf.runner import load_tool, open_events
+
+    tool = load_tool("runqslower")
+    args = argparse.Namespace(min_us=0, transport=transport, attach="tp_btf", previous=False,
+                              json=False, pid=None, tid=None, comm=None)  # fmt: skip
+    before = open_fds()
+    with LoadedObject(prepare(tool.build(args), BTF.kernel()), tool.rodata(args)) as obj:
+        obj.load()
+        obj.attach()
+        out = io.StringIO()
+        tool.header(args, out)
+        reader = open_events(obj, tool, out, io.StringIO())
+        try:
+            os.sched_yield()
+            reader.poll(100)
+        finally:
+            reader.close()
+    assert out.getvalue().startswith("Tracing run queue latency higher than 0 us")
+    assert open_fds() == before
