@@ -43,7 +43,7 @@ _PREFIX = {BTF_KIND_STRUCT: "struct", BTF_KIND_UNION: "union", BTF_KIND_ENUM: "e
            BTF_KIND_ENUM64: "enum"}
 
 
-_MAX_LINES = 500_000  # output bound: nested anonymous types must not explode exponentially
+_MAX_LINES = 100_000  # output bound: nested anonymous types must not explode exponentially
 
 
 def type_name(btf: BTF, type_id: int, depth: int = 0) -> str:
@@ -100,11 +100,28 @@ def _type_name(btf: BTF, type_id: int, depth: int) -> str:
     return t.name or t.kind_name.lower()
 
 
+_MAX_NAME = 1 << 16  # a type's C spelling: nested prototypes must not grow it exponentially
+
+
 def _params(btf: BTF, proto: Type, depth: int) -> str:
     if not proto.params:
         return "void"
-    return ", ".join("..." if p.type == 0 and not p.name else type_name(btf, p.type, depth + 1)
-                     for p in proto.params)
+    names = []
+    total = 0
+    for p in proto.params:
+        name = "..." if p.type == 0 and not p.name else type_name(btf, p.type, depth + 1)
+        total += len(name) + 2
+        if total > _MAX_NAME:
+            raise BTFError(f"FUNC_PROTO id {proto.id}: C spelling longer than {_MAX_NAME}")
+        names.append(name)
+    return ", ".join(names)
+
+
+def _hoists(btf: BTF, type_id: int) -> bool:
+    """pahole writes a qualifier of an array or of a function pointer before the type."""
+    t = btf.type(type_id)
+    return t.kind == BTF_KIND_ARRAY or (
+        t.kind == BTF_KIND_PTR and btf.type(t.type).kind == BTF_KIND_FUNC_PROTO)
 
 
 def _declarator(btf: BTF, type_id: int, name: str) -> tuple[str, str]:
@@ -112,8 +129,7 @@ def _declarator(btf: BTF, type_id: int, name: str) -> tuple[str, str]:
     dims = quals = ""
     t = btf.type(type_id)
     for _ in range(_MAX_DEPTH):
-        if t.kind in (BTF_KIND_CONST, BTF_KIND_VOLATILE) and \
-                btf.type(t.type).kind == BTF_KIND_ARRAY:
+        if t.kind in (BTF_KIND_CONST, BTF_KIND_VOLATILE) and _hoists(btf, t.type):
             quals += "const " if t.kind == BTF_KIND_CONST else "volatile "  # pahole hoists it
         elif t.kind == BTF_KIND_ARRAY:
             dims += f"[{t.nelems}]"
@@ -127,7 +143,7 @@ def _declarator(btf: BTF, type_id: int, name: str) -> tuple[str, str]:
     if t.kind == BTF_KIND_PTR:
         target = btf.type(t.type)
         if target.kind == BTF_KIND_FUNC_PROTO:
-            return (type_name(btf, target.type),
+            return (quals + type_name(btf, target.type),
                     f"(*{name}{dims})({_params(btf, target, 0)})")
     return quals + type_name(btf, type_id), name + dims
 
@@ -159,6 +175,50 @@ def _anonymous(btf: BTF, type_id: int) -> tuple[str, str, Type | None]:
             break
         type_id = t.type
     return "", "", None
+
+
+def natural_align(btf: BTF, type_id: int, depth: int = 0) -> int:
+    """C alignment of a type as the compiler chose it (1 for packed structs), as pahole infers
+    it from BTF: scalars by size (at most 8), arrays by element, structs by member."""
+    memo: dict[int, int] = btf.__dict__.setdefault("_show_align", {})
+    align = memo.get(type_id)
+    if align is not None:
+        return align
+    if depth > _MAX_DEPTH:
+        raise BTFError(f"type id {type_id}: nested too deep")
+    memo[type_id] = 1  # provisional, against reference loops
+    t = btf.type(btf.skip_mods_and_typedefs(type_id))
+    if t.kind == BTF_KIND_ARRAY:
+        align = natural_align(btf, t.elem_type, depth + 1)
+    elif t.kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+        align = 1 if is_packed(btf, t, depth + 1) else max(
+            (natural_align(btf, m.type, depth + 1) for m in t.members), default=1)
+    else:
+        size = _member_size(btf, t.id) if t.id else 1
+        align = max(a for a in (1, 2, 4, 8) if a <= max(min(size, 8), 1))
+    memo[type_id] = align
+    return align
+
+
+def is_packed(btf: BTF, t: Type, depth: int = 0) -> bool:
+    """pahole's guess of ``__attribute__((__packed__))``: a member below its natural
+    alignment, or a size that is not a multiple of the struct's alignment."""
+    if t.kind != BTF_KIND_STRUCT or not t.members:
+        return False
+    memo = btf.__dict__.setdefault("_show_packed", {})
+    if t.id in memo:
+        return memo[t.id]
+    memo[t.id] = False  # provisional, against reference loops
+    align = 1
+    packed = False
+    for m in t.members:
+        a = natural_align(btf, m.type, depth + 1)
+        align = max(align, a)
+        if not m.bitfield_size and (m.bit_offset % 8 or (m.bit_offset // 8) % a):
+            packed = True
+    packed = packed or t.size % align != 0
+    memo[t.id] = packed
+    return packed
 
 
 def _plural(n: int, unit: str) -> str:
@@ -291,6 +351,10 @@ class _Layout:
                     self.sum_bit_holes += bits
                 self.line(depth, f"/* XXX {_plural(bits, 'bit')} hole, try to pack */")
             byte_gap = (start - unit_end) // 8 if start > unit_end else 0
+            if bitfield_type is not None and start < unit_end and bits > 0:
+                # unnamed padding bits inside one storage unit, as pahole writes them
+                tcol = type_name(self.btf, bitfield_type)
+                self.line(depth, f"{tcol:<{_TYPE_COL - 8 * (depth - 1)}} :{bits};")
             if bitfield_type is not None and start == unit_end and bits > 0:
                 tcol = type_name(self.btf, bitfield_type)
                 self.lines.append("")
@@ -337,7 +401,7 @@ def _composite(btf: BTF, t: Type) -> str:
     if lay.holes:
         summary.append(f"sum members: {lay.sum_members}, holes: {lay.holes}, "
                        f"sum holes: {lay.sum_holes}")
-    elif lay.bit_holes:
+    elif lay.bit_holes and lay.sum_members:
         summary.append(f"sum members: {lay.sum_members}")
     if lay.bit_holes:
         summary.append(f"sum bitfield members: {lay.bitfield_bits} bits, bit holes: "
@@ -348,7 +412,8 @@ def _composite(btf: BTF, t: Type) -> str:
     if last is not None and last.bitfield_size:
         unit = 8 * (_member_size(btf, last.type) or 1)
         unit_end = (last.bit_offset // unit + 1) * unit
-        if unit_end > end_bits and t.size * 8 >= unit_end:
+        unit_end = min(unit_end, t.size * 8)  # a packed struct may end inside the unit
+        if unit_end > end_bits:
             bit_padding = unit_end - end_bits
             end = unit_end // 8
     if t.size > end:
@@ -364,7 +429,7 @@ def _composite(btf: BTF, t: Type) -> str:
     if out[-1] != "":
         out.append("")
     out += [f"\t/* {s} */" for s in summary]
-    out.append("};")
+    out.append("} __attribute__((__packed__));" if is_packed(btf, t) else "};")
     return "\n".join(out) + "\n"
 
 

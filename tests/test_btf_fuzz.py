@@ -159,3 +159,33 @@ def test_seeds_are_valid() -> None:
         btf = BTF.from_bytes(data)
         assert len(btf) >= 2
         assert len(list(dump_raw(btf))) >= len(btf) - 1
+
+
+def test_show_bounded_on_exponential_nesting() -> None:
+    """Anonymous structs nested 2-wide 25 deep would print 2**25 lines; function pointers
+    whose prototypes take 1000 such pointers, 30 deep, would be named in 1000**30 steps."""
+    import time
+
+    b = BTFBuilder()
+    i = b.add_int("int", 4, signed=True)
+    prev = b.add_struct("", 4, [("x", i, 0)])
+    for _ in range(25):
+        prev = b.add_struct("", 8, [("", prev, 0), ("", prev, 0)])
+    top = b.add_struct("top", 8, [("", prev, 0)])
+    fp = b.add_ptr(b.add_func_proto(i, [("", i)]))
+    for _ in range(30):
+        fp = b.add_ptr(b.add_func_proto(fp, [("", fp)] * 1000))
+    holder = b.add_struct("holder", 8, [("f", fp, 0)])
+    btf = BTF.from_bytes(b.encode())
+    start = time.monotonic()
+    try:
+        show(btf, str(top))
+        raise AssertionError("2**25 lines printed?")
+    except BTFError as e:
+        assert "lines" in str(e)
+    try:
+        show(btf, str(holder))
+        raise AssertionError("1000**30 characters?")
+    except BTFError as e:
+        assert "longer than" in str(e)
+    assert time.monotonic() - start < 10

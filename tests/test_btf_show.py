@@ -28,7 +28,8 @@ BLOBS = ["firecracker-6.18.44-fc-v657.btf.xz", "debian-5.10.0-46-amd64.btf.xz"]
 EXACT = ["list_head", "sk_buff_head", "file_operations", "perf_event_attr", "sched_entity",
          "rb_node", "callback_head", "hlist_node", "rq_flags", "pid_type", "pid_t",
          "union sigval", "fred_cs", "restart_block", "sched_dl_entity", "gendisk",
-         "TransportAddress", "xt_match", "trace_event_raw_initcall_level"]
+         "TransportAddress", "xt_match", "trace_event_raw_initcall_level", "desc_ptr",
+         "orc_entry", "fred_ss", "kset_uevent_ops"]
 _COMMENT = re.compile(r"/\*\s+(\d+)(?::\s*(\d+))?\s+(\d+) \*/")
 _SIZE = re.compile(r"/\* size: .* \*/")
 
@@ -89,7 +90,7 @@ def test_every_struct_layout_matches_pahole(blob: Path) -> None:
     # (parsed_partitions.parts) and a const anonymous struct, which it also summarizes
     # (vm_fault); their layouts are otherwise the same
     assert set(wrong) <= {"parsed_partitions", "vm_fault"}, wrong[:10]
-    assert exact / len(blocks) > 0.9, exact / len(blocks)  # 94% on both kernels
+    assert exact / len(blocks) > 0.9, exact / len(blocks)  # 95.6% on both kernels
 
 
 @pytest.mark.parametrize("name", EXACT)
