@@ -461,8 +461,16 @@ def program_btf(prepared: PreparedObject) -> ProgramBTF:
         wanted += [ctype for ctype, _ in spec.rodata.variables.values()]
     builder, ids = build_local_btf(wanted)
     proto = builder.add_func_proto(ids[id(ret)], [("ctx", ids[id(ctx)])])
+    # One FUNC per subprogram, in order: the kernel matches func_info to the
+    # subprograms it finds (main program, then every bpf-to-bpf call target).
     func_info = {
-        p.name: _FUNC_INFO.pack(0, builder.add_func(p.name, proto, BTF_FUNC_STATIC))
+        p.name: b"".join(
+            _FUNC_INFO.pack(
+                start,
+                builder.add_func(p.name if i == 0 else f"{p.name}_sub{i}", proto, BTF_FUNC_STATIC),
+            )
+            for i, start in enumerate(isa.subprog_starts(p.insns))
+        )
         for p in prepared.programs
     }
     map_types = {name: (ids[id(k)], ids[id(v)]) for name, (k, v) in map_ctypes.items()}

@@ -2,7 +2,8 @@
 
 Run it with ``pybpf run docs/examples/switches.py [--count N]``.  It uses the
 same DSL as the shipped programs: local types with only the members read,
-CO-RE field loads, a helper by name, and a perf event array.
+CO-RE field loads, a BPF subprogram (bpf-to-bpf call), a helper by name, and a
+perf event array.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ def sched_switch() -> list[Instruction]:
     a.mov(R6, R1)
     a.ldx(R7, R6, 1 * CTX_ARG, size=8)  # prev
     a.ldx(R8, R6, 2 * CTX_ARG, size=8)  # next
-    a.ldx_core(R1, R7, task_struct.pid)
-    a.stx(FP, EVENT, R1, size=4)
-    a.ldx_core(R1, R8, task_struct.pid)
-    a.stx(FP, EVENT + 4, R1, size=4)
+    a.mov(R1, R7).call_sub("task_pid")  # event.prev_pid = task_pid(prev)
+    a.stx(FP, EVENT, R0, size=4)
+    a.mov(R1, R8).call_sub("task_pid")  # event.next_pid = task_pid(next)
+    a.stx(FP, EVENT + 4, R0, size=4)
     a.mov(R1, R6)
     a.ld_map_fd(R2, "events")
     a.mov32(R3, BPF_F_CURRENT_CPU)
@@ -40,6 +41,11 @@ def sched_switch() -> list[Instruction]:
     a.mov(R5, 8)
     a.call("perf_event_output")
     a.mov(R0, 0).exit()
+
+    # static __noinline u32 task_pid(struct task_struct *t) { return t->pid; }
+    a.subprog("task_pid")
+    a.ldx_core(R0, R1, task_struct.pid)
+    a.exit()
     return a.assemble()
 
 
