@@ -450,6 +450,10 @@ class BTF:
 
     # ----------------------------------------------------------------- access
 
+    def raw_bytes(self) -> bytes:
+        """The BTF blob this was parsed from (decompressed, as the kernel exposes it)."""
+        return bytes(self._data)
+
     def __len__(self) -> int:
         """Number of type ids including void (and the base's types): like btf__type_cnt."""
         return self.start_id + len(self._offs)

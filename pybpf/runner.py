@@ -109,6 +109,22 @@ def load_btf(path: Optional[str]) -> BTF:
     return BTF.kernel(KERNEL_BTF)
 
 
+def check_btf_is_running_kernel(btf: BTF, path: str) -> None:
+    """``run --btf FILE`` is for kernels without ``/sys/kernel/btf/vmlinux`` (as libbpf's
+    ``btf_custom_path``): where the kernel has its own BTF, another kernel's would load
+    programs with wrong offsets and attach ids, so refuse it."""
+    if not os.path.exists(KERNEL_BTF):
+        return
+    with open(KERNEL_BTF, "rb") as f:
+        running = f.read()
+    if running != btf.raw_bytes():
+        raise PyBPFError(
+            f"--btf {path} is not the running kernel's BTF ({KERNEL_BTF} differs): "
+            "programs relocated for another kernel would read wrong fields. Use it with "
+            "`pybpf explain` or `pybpf dump`, or omit --btf"
+        )
+
+
 def check_privileges() -> None:
     """Fail early, in one line, without root or CAP_BPF + CAP_PERFMON (5.8)."""
     if os.geteuid() == 0:
@@ -139,6 +155,8 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
     args = parser.parse_args(argv)
     tool.check_arguments(parser, args)
     btf = load_btf(args.btf)
+    if args.btf:
+        check_btf_is_running_kernel(btf, args.btf)
     # For tools that probe the running kernel while building (runqslower: ring buffer?
     # tp_btf?); target_btf only when it is the running kernel's own.
     args.probe_kernel = True
@@ -205,13 +223,7 @@ def open_events(obj: object, tool: Tool, out: TextIO, err: TextIO) -> object:
     from .uapi import BPF_MAP_TYPE_RINGBUF
 
     events = obj.maps[tool.events_map]  # type: ignore[attr-defined]
-    on_events = getattr(tool, "on_events", None)
-    if on_events is None:
-
-        def on_events(cpu: int, records: list[bytes], out: TextIO) -> None:
-            for data in records:
-                tool.on_event(cpu, data, out)
-
+    on_events = tool.on_events
     if events.spec.map_type == BPF_MAP_TYPE_RINGBUF:
         from .ringbuf import RingBuffer
 
@@ -222,7 +234,7 @@ def open_events(obj: object, tool: Tool, out: TextIO, err: TextIO) -> object:
     from .perf import PerfBuffer
 
     # A tool may ask for bigger rings (runqslower does at low thresholds).
-    pages = getattr(tool, "perf_buffer_pages", 0) or PERF_BUFFER_PAGES
+    pages = tool.perf_buffer_pages or PERF_BUFFER_PAGES
     return PerfBuffer(
         events.fd,
         page_count=pages,
@@ -242,7 +254,7 @@ class _LostCounter:
         from .uapi import BPF_MAP_TYPE_RINGBUF
 
         self.map = None
-        name = getattr(tool, "lost_map", "")
+        name = tool.lost_map
         events = obj.maps[tool.events_map]  # type: ignore[attr-defined]
         # Perf buffers report their own losses (PERF_RECORD_LOST): count those only once.
         if name and events.spec.map_type == BPF_MAP_TYPE_RINGBUF:

@@ -23,8 +23,14 @@ class Tool:
     name: str = ""
     #: one line for ``--help``
     description: str = ""
-    #: the BPF_MAP_TYPE_PERF_EVENT_ARRAY map the programs output events to, if any
+    #: the map the programs output events to (BPF_MAP_TYPE_RINGBUF or
+    #: BPF_MAP_TYPE_PERF_EVENT_ARRAY), if any
     events_map: str = ""
+    #: a per-CPU array whose element 0 counts outputs that failed in BPF (the ring
+    #: buffer keeps no loss records of its own); reported through :meth:`on_lost`
+    lost_map: str = ""
+    #: pages per CPU of perf buffers (0: the runner's default); may be set in build()
+    perf_buffer_pages: int = 0
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the tool's own command-line arguments."""
@@ -44,7 +50,12 @@ class Tool:
         """Print what is printed once everything is attached."""
 
     def on_event(self, cpu: int, data: bytes, out: TextIO) -> None:
-        """One sample from the events map."""
+        """One sample from the events map (``cpu`` is -1 for a ring buffer)."""
+
+    def on_events(self, cpu: int, records: list[bytes], out: TextIO) -> None:
+        """A batch of samples; override to format a batch and write it at once."""
+        for data in records:
+            self.on_event(cpu, data, out)
 
     def on_lost(self, cpu: int, count: int, err: TextIO) -> None:
         err.write(f"Lost {count} events on CPU #{cpu}!\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -28,6 +29,7 @@ from helpers_rq import (
     schedstat,
     stop_victim,
     taskstats_cpu_delay,
+    tool_env,
     wait_gone,
 )
 
@@ -271,14 +273,54 @@ def test_sigterm_flushes_every_event(tmp_path, delayacct):
     _check_accuracy(m, "SIGTERM")
 
 
+BAD_PROGRAM = """
+from pybpf.asm import R0, R1, R2, Asm
+from pybpf.object import MapSpec, ObjectSpec, ProgramSpec
+from pybpf.tool import Tool
+from pybpf.uapi import BPF_MAP_TYPE_HASH
+
+
+class Bad(Tool):
+    description = "reads through an uninitialised register: the verifier must refuse"
+
+    def build(self, args):
+        a = Asm()
+        a.ld_map_fd(R1, "counts")  # the map exists before the program is refused
+        a.ldx(R0, R2, 0, size=8)
+        a.mov(R0, 0).exit()
+        return ObjectSpec("bad", [ProgramSpec("bad", "tp_btf/sched_switch", a.assemble())],
+                          maps=[MapSpec("counts", BPF_MAP_TYPE_HASH, 4, 8, 16)])
+
+
+TOOL = Bad()
+"""
+
+
 def test_no_leak_after_load_error(tmp_path):
-    """A load failure after the maps exist (another kernel's BTF: wrong attach_btf_id)
-    exits with one error line and leaves no map of ours behind."""
+    """A verifier rejection after the maps exist exits with one error line plus the
+    relevant log lines, and leaves no map or program behind."""
+    bad = tmp_path / "bad_prog.py"
+    bad.write_text(BAD_PROGRAM)
     before = kernel_ids()
+    out = subprocess.run(
+        [sys.executable, "-m", "pybpf", "run", str(bad)], capture_output=True, text=True,
+        timeout=30, env=tool_env(), cwd=tmp_path,
+    )  # fmt: skip
+    err = out.stderr
+    assert out.returncode != 0 and err.startswith("pybpf: error:") and "Traceback" not in err
+    assert "R2 !read_ok" in err, err  # the verifier's own words, not just "EACCES"
+    leaked = leaked_since(before)
+    assert not leaked, f"objects left after a load error: {leaked}"
+    new = {k: set(v) - set(before[k]) for k, v in kernel_ids().items()}
+    assert not new["map"] and not new["prog"], new
+
+
+def test_btf_of_another_kernel_is_refused_for_run(tmp_path):
+    """`run --btf` names the running kernel's BTF (for kernels without /sys/kernel/btf);
+    another kernel's would relocate wrong offsets: one clear error, nothing loaded."""
     with Children() as kids:
         rq = kids.tracer(["--btf", "btf/debian-5.10.0-46-amd64.btf.xz"], tmp_path)
         rc = rq.proc.wait(timeout=30)
     err = rq.err()
-    assert rc != 0 and err.startswith("pybpf: error:") and "Traceback" not in err, err
-    leaked = leaked_since(before)
-    assert not leaked, f"objects left after a load error: {leaked}"
+    assert rc == 1 and err.startswith("pybpf: error:") and "Traceback" not in err, err
+    assert "not the running kernel's BTF" in err
