@@ -72,7 +72,7 @@ class _Ring:
         self.mask = self.size - 1
 
 
-class PerfBuffer:
+class PerfBuffer(_sys.Closing):
     """Per-CPU perf rings behind a BPF_MAP_TYPE_PERF_EVENT_ARRAY, read with one epoll.
 
     ``on_sample(cpu, data)`` receives the PERF_SAMPLE_RAW bytes of each sample.  The kernel
@@ -292,15 +292,3 @@ class PerfBuffer:
             os.close(self._epfd)
             self._epfd = -1
         self._map.close()
-
-    def __enter__(self) -> PerfBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

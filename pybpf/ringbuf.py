@@ -69,7 +69,7 @@ def epoll_event_type() -> type:
     return _EpollEventPacked if os.uname().machine == "x86_64" else _EpollEvent
 
 
-class RingBuffer:
+class RingBuffer(_sys.Closing):
     """Reader of one BPF_MAP_TYPE_RINGBUF map.
 
     ``on_batch(records)`` receives every record drained in one go as a list of ``bytes``
@@ -213,15 +213,3 @@ class RingBuffer:
             os.close(self._epfd)
             self._epfd = -1
         self._map.close()
-
-    def __enter__(self) -> RingBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 from .errors import BPFSyscallError, PyBPFError, VerifierError
 from .uapi import BPF_LINK_TYPE_RAW_TRACEPOINT, BPF_LINK_TYPE_TRACING
@@ -195,7 +195,33 @@ def error_message(what: str, err: int) -> str:
 # FD
 
 
-class FD:
+_C = TypeVar("_C", bound="Closing")
+
+
+class Closing:
+    """Owner of kernel resources: ``close()`` is idempotent, runs on leaving a ``with``
+    block, and on garbage collection as a last resort (fds are what keep programs,
+    links and maps alive in the kernel)."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown, fd already gone: nothing useful to do
+            pass
+
+
+class FD(Closing):
     """Owns one file descriptor: closed once, by :meth:`close`, the context manager or GC.
 
     BPF objects live as long as some fd (or pin, or link) refers to them, so ownership must be
@@ -230,18 +256,6 @@ class FD:
         """Give up ownership and return the raw fd (the caller must close it)."""
         fd, self._fd = self._fd, -1
         return fd
-
-    def __enter__(self) -> FD:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown, fd already gone: nothing useful to do
-            pass
 
     def __repr__(self) -> str:
         return f"FD({self._fd})" if self._fd >= 0 else "FD(closed)"
