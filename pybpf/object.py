@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from . import cdecl as _cd
 from . import isa
@@ -385,8 +385,22 @@ class KernelCoreRequest:
     insns: list[isa.Instruction]
 
 
-_FUNC_INFO = struct.Struct("<II")  # struct bpf_func_info
-_CORE_RELO = struct.Struct("<IIII")  # struct bpf_core_relo
+_FUNC_INFO = struct.Struct("<II")  # struct bpf_func_info { u32 insn_off; u32 type_id; }
+
+
+def _core_relo_layout() -> Any:  # a construct.Struct
+    """``struct bpf_core_relo`` (include/uapi/linux/bpf.h, 5.17), declared with construct.
+
+    Built on first use: this is the kernel-CO-RE path (tests, learning), not the
+    run path, which must not pay construct's ~50 ms import."""
+    from construct import Int32ul, Struct
+
+    return Struct(
+        "insn_off" / Int32ul,  # byte offset of the instruction
+        "type_id" / Int32ul,  # local root type id in program BTF
+        "access_str_off" / Int32ul,  # "0:1:2" in program BTF's strings
+        "kind" / Int32ul,  # enum bpf_core_relo_kind
+    )
 
 
 def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCoreRequest:
@@ -400,6 +414,7 @@ def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCo
     proto = builder.add_func_proto(builder.add_int("int", 4, signed=True), [("ctx", ctx)])
     func = builder.add_func(prog.name, proto, BTF_FUNC_STATIC)
     helpers = _HelperIds(target)
+    core_relo = _core_relo_layout()
     relos = []
     insns = []
     slot = 0
@@ -408,8 +423,16 @@ def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCo
             insn = insn.with_(imm=helpers[insn.helper])
         if isinstance(insn.core, CoreAccess):
             core = insn.core
-            access = builder.add_string(core.access)
-            relos.append(_CORE_RELO.pack(slot * 8, ids[id(core.root)], access, core.kind))
+            relos.append(
+                core_relo.build(
+                    {
+                        "insn_off": slot * 8,
+                        "type_id": ids[id(core.root)],
+                        "access_str_off": builder.add_string(core.access),
+                        "kind": core.kind,
+                    }
+                )
+            )
         insns.append(insn)
         slot += insn.slots
     return KernelCoreRequest(
