@@ -8,7 +8,7 @@ second (``ctxt`` in /proc/stat) during the workload, plus stress-ng's own bogo o
 Workloads: ``stress-ng --switch 2`` and ``hackbench -p -g 2 -f 20`` (Debian: rt-tests),
 looped for the duration.  The C tool refuses ``0`` as a threshold; it runs with ``1``.
 
-    sudo .venv/bin/python bench/events.py [--seconds 5] [--rounds 3] [--compare-c]
+    .venv/bin/python bench/events.py [--seconds 5] [--rounds 3] [--compare-c]
         [--transport ringbuf|perf|auto] [--workload switch|hackbench|all] [--baseline]
 """
 

@@ -6,7 +6,7 @@ program's run_time_ns / run_cnt (BPF_ENABLE_STATS, Linux 5.8) before and
 after.  With --compare-c it measures libbpf-tools' C runqslower the same way
 (Debian package libbpf-tools, /usr/sbin/runqslower).
 
-    sudo .venv/bin/python bench/handler_cost.py [--seconds 5] [--rounds 5] [--compare-c]
+    .venv/bin/python bench/handler_cost.py [--seconds 5] [--rounds 5] [--compare-c]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The header is printed after every program is loaded and attached, so the
 time to the header is the time until tracing is live.  Prints the median of
 N runs (default 15) and each run's peak RSS (from wait4's rusage).
 
-    sudo .venv/bin/python bench/startup.py [N] [--compare-c] [-- extra runqslower args]
+    .venv/bin/python bench/startup.py [N] [--compare-c] [-- extra runqslower args]
 
 With --compare-c, libbpf-tools' C runqslower (/usr/sbin/runqslower, Debian
 package libbpf-tools) is measured the same way.
