@@ -84,7 +84,7 @@ def _codec(t: TypeSpec, size: int, what: str) -> Any:
     return codec
 
 
-class Map:
+class Map(_sys.Closing):
     """A live BPF map owning its fd; closing the last fd (and no program using it) frees it.
 
     ``key_type``/``value_type``: how the mapping API converts keys and values (see the module
@@ -179,12 +179,6 @@ class Map:
 
     def close(self) -> None:
         self._fd.close()
-
-    def __enter__(self) -> Map:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Map({self.spec.name!r}, type={self.spec.map_type}, fd={self._fd!r})"
