@@ -18,23 +18,31 @@ import sys
 import time
 from typing import TextIO
 
-from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Asm, Reg
-from pybpf.cdecl import Array, FieldRef, Struct, char, long, pid_t, u32, u64
+from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Asm
+from pybpf.cdecl import Array, Struct, char, pid_t, u64
 from pybpf.isa import Instruction
 from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
 from pybpf.tool import Tool
 from pybpf.uapi import (
-    BPF_ANY,
     BPF_F_CURRENT_CPU,
-    BPF_MAP_TYPE_HASH,
     BPF_MAP_TYPE_PERCPU_ARRAY,
     BPF_MAP_TYPE_PERF_EVENT_ARRAY,
     BPF_MAP_TYPE_RINGBUF,
 )
 
-TASK_COMM_LEN = 16
-TASK_RUNNING = 0
-MAX_ENTRIES = 10240
+from ._runq import (
+    FRAME_FREE,
+    PID_KEY,
+    TASK_COMM_LEN,
+    TS,
+    read,
+    sched_wakeup,
+    start_map,
+    switch_end,
+    switch_start,
+    task_struct,
+)
+
 DEFAULT_MIN_US = 10000
 TRANSPORTS = ("ringbuf", "perf")
 ATTACH_KINDS = ("tp_btf", "raw_tp")
@@ -46,23 +54,18 @@ RINGBUF_SIZE = 16 << 20
 RINGBUF_SIZE_RARE = 1 << 20
 
 
-def ringbuf_size(min_us: int) -> int:
-    return RINGBUF_SIZE if min_us < DEFAULT_MIN_US else RINGBUF_SIZE_RARE
 # bpf_ringbuf_output() flags and bpf_ringbuf_query() flags (include/uapi/linux/bpf.h, 5.8).
 BPF_RB_NO_WAKEUP = 1 << 0
 BPF_RB_FORCE_WAKEUP = 1 << 1
 BPF_RB_AVAIL_DATA = 0
 
-# --- local types: only the members we read (the target's BTF has the rest) ---
-# struct task_struct { pid_t pid; pid_t tgid; char comm[TASK_COMM_LEN]; }
-task_struct = Struct(
-    "task_struct", [("pid", pid_t), ("tgid", pid_t), ("comm", Array(char, TASK_COMM_LEN))]
-)
-# Linux 5.14 renamed task_struct.state to __state and made it unsigned int:
-# two flavors of the same struct, told apart by a field-existence relocation.
-task_struct___x = Struct("task_struct___x", [("__state", u32)])  # >= 5.14
-task_struct___o = Struct("task_struct___o", [("state", long)])  # < 5.14
 
+
+def ringbuf_size(min_us: int) -> int:
+    return RINGBUF_SIZE if min_us < DEFAULT_MIN_US else RINGBUF_SIZE_RARE
+
+
+# --- the event, as runqslower.h ---
 # struct event { char task[16]; char prev_task[16]; u64 delta_us; pid_t pid; pid_t prev_pid; }
 event = Struct(
     "event",
@@ -86,80 +89,8 @@ rodata = Globals(
     ]
 )
 
-# Stack frame of the handlers (offsets from the frame pointer r10).
-PID_KEY = -4  # u32 pid (the `start` map key)
-TS = -16  # u64 ts
-EVENT = -16 - event.size  # struct event
-TMP = EVENT - 8  # u64 scratch for BPF_CORE_READ in raw_tp programs
-
-# tp_btf context: an array of u64 arguments, in the tracepoint's TP_PROTO order.
-# sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
-# sched_wakeup(struct task_struct *p), sched_wakeup_new(struct task_struct *p)
-CTX_ARG = 8
-
-
-def trace_enqueue(a: Asm, done: str) -> None:
-    """static int trace_enqueue(u32 tgid, u32 pid), inlined with tgid in r1 and
-    pid in r2; ends at label ``done``; clobbers r0-r5."""
-    a.jeq(R2, 0, done)  #                          if (!pid) return 0;
-    rodata.load(a, R3, "targ_tgid")  #             if (targ_tgid && targ_tgid != tgid)
-    a.jeq(R3, 0, done + "_tgid_ok")
-    a.jne(R3, R1, done)  #                             return 0;
-    a.label(done + "_tgid_ok")
-    rodata.load(a, R3, "targ_pid")  #              if (targ_pid && targ_pid != pid)
-    a.jeq(R3, 0, done + "_pid_ok")
-    a.jne(R3, R2, done)  #                             return 0;
-    a.label(done + "_pid_ok")
-    a.stx(FP, PID_KEY, R2, size=4)
-    a.call("ktime_get_ns")  #                      ts = bpf_ktime_get_ns();
-    a.stx(FP, TS, R0, size=8)
-    a.ld_map_fd(R1, "start")  #                    bpf_map_update_elem(&start, &pid, &ts, 0);
-    a.mov(R2, FP).add(R2, PID_KEY)
-    a.mov(R3, FP).add(R3, TS)
-    a.mov(R4, BPF_ANY)
-    a.call("map_update_elem")
-    a.label(done)
-
-
-def read(a: Asm, dst: Reg, task: Reg, field: FieldRef, raw: bool) -> None:
-    """``dst = task->field``.  tp_btf arguments are typed pointers the verifier lets us load
-    through; raw_tp arguments are plain numbers, so, as libbpf-tools' raw_tp programs do with
-    BPF_CORE_READ, copy the field with bpf_probe_read_kernel (its size relocated too: state
-    is 8 bytes before 5.14) into a zeroed slot.  Clobbers r1-r5 when ``raw``."""
-    if not raw:
-        a.ldx_core(dst, task, field)
-        return
-    a.st(FP, TMP, 0, size=8)
-    a.mov(R1, FP).add(R1, TMP)
-    a.field_size(R2, field)
-    a.mov(R3, task).add_offsetof(R3, field)
-    a.call("probe_read_kernel")
-    a.ldx(dst, FP, TMP, size=8)
-
-
-def sched_wakeup(raw: bool = False) -> list[Instruction]:
-    """SEC("tp_btf/sched_wakeup") int BPF_PROG(sched_wakeup, struct task_struct *p)
-    { return trace_enqueue(p->tgid, p->pid); }   (or SEC("raw_tp/sched_wakeup"))"""
-    a = Asm()
-    a.ldx(R6, R1, 0 * CTX_ARG, size=8)  # p
-    read(a, R7, R6, task_struct.tgid, raw)
-    read(a, R2, R6, task_struct.pid, raw)
-    a.mov(R1, R7)
-    trace_enqueue(a, "enqueued")
-    a.mov(R0, 0).exit()
-    return a.assemble()
-
-
-def get_task_state(a: Asm, dst: Reg, task: Reg, raw: bool = False) -> None:
-    """core_fixes.bpf.h's get_task_state(): __state (>= 5.14) or state (< 5.14),
-    each loaded with the width the target kernel gives it."""
-    a.field_exists(dst, task_struct___x.__state)  # if (bpf_core_field_exists(t->__state))
-    a.jeq(dst, 0, "state_old")
-    read(a, dst, task, task_struct___x.__state, raw)  #     return t->__state;
-    a.ja("state_done")
-    a.label("state_old")
-    read(a, dst, task, task_struct___o.state, raw)  # return ((struct task_struct___o *)t)->state;
-    a.label("state_done")
+# Stack frame of sched_switch below the shared slots (see _runq).
+EVENT = FRAME_FREE - event.size  # struct event
 
 
 def zero_event(a: Asm) -> None:
@@ -190,35 +121,9 @@ def sched_switch(
     without a wakeup per event.  ``raw``: the SEC("raw_tp/sched_switch") variant (kernels
     without tp_btf), which reads task fields with BPF_CORE_READ."""
     a = Asm()
-    a.mov(R6, R1)  # ctx
-    a.ldx(R7, R6, 1 * CTX_ARG, size=8)  # prev
-    a.ldx(R8, R6, 2 * CTX_ARG, size=8)  # next
-
-    # /* ivcsw: treat like an enqueue event and store timestamp */
-    # if (get_task_state(prev) == TASK_RUNNING)
-    #     trace_enqueue(BPF_CORE_READ(prev, tgid), BPF_CORE_READ(prev, pid));
-    get_task_state(a, R1, R7, raw)
-    a.jne(R1, TASK_RUNNING, "not_running")
-    read(a, R9, R7, task_struct.tgid, raw)
-    read(a, R2, R7, task_struct.pid, raw)
-    a.mov(R1, R9)
-    trace_enqueue(a, "not_running")
-
-    # pid = BPF_CORE_READ(next, pid);
-    read(a, R1, R8, task_struct.pid, raw)
-    a.stx(FP, PID_KEY, R1, size=4)
-    # /* fetch timestamp and calculate delta */
-    # tsp = bpf_map_lookup_elem(&start, &pid);
-    # if (!tsp) return 0;   /* missed enqueue */
-    a.ld_map_fd(R1, "start")
-    a.mov(R2, FP).add(R2, PID_KEY)
-    a.call("map_lookup_elem")
-    a.jeq(R0, 0, "out")
-    a.ldx(R9, R0, 0, size=8)
+    switch_start(a, rodata, raw, missed="out")  # ctx r6, prev r7, next r8, delta_ns r9
     # delta_us = (bpf_ktime_get_ns() - *tsp) / 1000;
-    a.call("ktime_get_ns")
-    a.sub(R0, R9).div(R0, 1000)
-    a.mov(R9, R0)
+    a.div(R9, 1000)
     # if (min_us && delta_us <= min_us) return 0;
     rodata.load(a, R1, "min_us")
     a.jeq(R1, 0, "above_min")
@@ -277,23 +182,17 @@ def sched_switch(
         a.mov(R5, event.size)
         a.call("perf_event_output")
     # if (err) { __u32 zero = 0; __u64 *n = bpf_map_lookup_elem(&lost, &zero); if (n) (*n)++; }
-    a.jeq(R0, 0, "sent")
+    a.jeq(R0, 0, "cleanup")
     a.st(FP, TS, 0, size=4)
     a.ld_map_fd(R1, "lost")
     a.mov(R2, FP).add(R2, TS)
     a.call("map_lookup_elem")
-    a.jeq(R0, 0, "sent")
+    a.jeq(R0, 0, "cleanup")
     a.ldx(R1, R0, 0, size=8)
     a.add(R1, 1)
     a.stx(R0, 0, R1, size=8)  # a per-CPU slot: no other writer
-    a.label("sent")
 
-    # bpf_map_delete_elem(&start, &pid);
-    a.ld_map_fd(R1, "start")
-    a.mov(R2, FP).add(R2, PID_KEY)
-    a.call("map_delete_elem")
-    a.label("out")
-    a.mov(R0, 0).exit()
+    switch_end(a, cleanup="cleanup", out="out")  # bpf_map_delete_elem(&start, &pid);
     return a.assemble()
 
 
@@ -312,7 +211,7 @@ def build_object(
         if transport == "ringbuf"
         else MapSpec("events", BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, 0)  # 0: one per CPU
     )
-    wakeup = sched_wakeup(raw)
+    wakeup = sched_wakeup(rodata, raw)
     return ObjectSpec(
         "runqslower",
         programs=[
@@ -323,7 +222,7 @@ def build_object(
             ),
         ],
         maps=[
-            MapSpec("start", BPF_MAP_TYPE_HASH, 4, 8, MAX_ENTRIES),
+            start_map(),
             events,
             MapSpec("lost", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),  # failed outputs per CPU
         ],

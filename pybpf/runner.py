@@ -75,6 +75,14 @@ def _from_source_tree(name: str) -> ModuleType:
     path = Path(__file__).resolve().parent.parent / "programs" / f"{name}.py"
     if not path.is_file():
         raise PyBPFError(f"no program named {name!r} (try: pybpf list)")
+    if "pybpf.programs" not in sys.modules:  # the package, for the programs' own imports
+        package = importlib.util.spec_from_file_location(
+            "pybpf.programs", path.parent / "__init__.py", submodule_search_locations=[]
+        )
+        assert package is not None and package.loader is not None
+        sys.modules["pybpf.programs"] = importlib.util.module_from_spec(package)
+        package.loader.exec_module(sys.modules["pybpf.programs"])
+        sys.modules["pybpf.programs"].__path__ = [str(path.parent)]
     spec = importlib.util.spec_from_file_location(f"pybpf.programs.{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
