@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import select
 import struct
+import threading
 import time
 
 import pytest
 
-from pybpf.asm import FP, R0, R1, R2, R3, R4, R6, R7, R8, Asm
+from pybpf.asm import FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Asm
 from pybpf.btf import BTF
 from pybpf.errors import PyBPFError
 from pybpf.object import MapSpec, ObjectSpec, ProgramSpec, prepare
@@ -184,6 +185,180 @@ def test_no_wakeup_records_are_drained_by_the_timer(loaded) -> None:
         assert rb.poll(5000) == 1
         assert time.monotonic() - t0 < 1.0
         assert got[-1] == expected(2, 13)
+
+
+BUSY_A, BUSY_B = 20, 44  # not multiples of 8: the records take 32 and 56 bytes
+GATE_TIMEOUT_NS = 5_000_000_000  # the busy program gives up (and says so) after 5 s
+
+
+def fill(a: Asm, rec, seq, length: int) -> None:
+    """Write expected(seq, length) into ``rec``: u64 seq+k at k, a u32 tail if length % 8."""
+    for k in range(0, length, 8):
+        a.mov(R1, seq).add(R1, k)
+        a.stx(rec, k, R1, size=min(8, length - k))
+
+
+def busy_prog() -> list:
+    """ctx[0] = seq of A, ctx[1] = seq of B.  Reserve A, reserve B, fill and submit B, then
+    spin (bpf_loop in bpf_loop, 5.17) until user space writes non-zero into ``gate`` or 5 s
+    pass; only then fill and submit A.  Returns 1 when released, 2 on timeout, 10x when a
+    reservation failed."""
+    a = Asm()
+    a.ldx(R8, R1, 0, size=8)
+    a.ldx(R9, R1, 8, size=8)
+    a.ld_map_fd(R1, "rb").mov(R2, BUSY_A).mov(R3, 0).call("ringbuf_reserve")
+    a.jeq(R0, 0, "no_a")
+    a.mov(R7, R0)
+    a.ld_map_fd(R1, "rb").mov(R2, BUSY_B).mov(R3, 0).call("ringbuf_reserve")
+    a.jeq(R0, 0, "no_b")
+    a.mov(R6, R0)
+    fill(a, R6, R9, BUSY_B)
+    a.mov(R1, R6).mov(R2, 0).call("ringbuf_submit")
+    # struct { u64 outcome; u64 deadline; } at fp-16, shared with the callbacks.
+    a.call("ktime_get_ns")
+    a.ld_imm64(R1, GATE_TIMEOUT_NS).add(R0, R1)
+    a.stx(FP, -8, R0, size=8)
+    a.st(FP, -16, 0, size=8)
+    a.mov(R1, 1 << 20).ld_func(R2, "outer").mov(R3, FP).add(R3, -16).mov(R4, 0)
+    a.call("loop")
+    fill(a, R7, R8, BUSY_A)  # A's bytes are written only now: a reader must not copy early
+    a.mov(R1, R7).mov(R2, 0).call("ringbuf_submit")
+    a.ldx(R0, FP, -16, size=8)
+    a.exit()
+    a.label("no_b")
+    a.mov(R1, R7).mov(R2, 0).call("ringbuf_discard")
+    a.mov(R0, 102).exit()
+    a.label("no_a")
+    a.mov(R0, 101).exit()
+    # long outer(u64 i, ctx *c): bpf_loop(1 << 20, inner, c); stop once c->outcome is set.
+    a.subprog("outer")
+    a.mov(R6, R2)
+    a.mov(R1, 1 << 20).ld_func(R2, "inner").mov(R3, R6).mov(R4, 0)
+    a.call("loop")
+    a.ldx(R1, R6, 0, size=8)
+    a.mov(R0, 0)
+    a.jeq(R1, 0, "outer_more")
+    a.mov(R0, 1)
+    a.label("outer_more")
+    a.exit()
+    # long inner(u64 i, ctx *c): c->outcome = 1 when the gate is open, 2 past the deadline.
+    a.subprog("inner")
+    a.mov(R6, R2)
+    a.ld_map_value(R1, "gate", 0)
+    a.ldx(R1, R1, 0, size=8)
+    a.jne(R1, 0, "released")
+    a.call("ktime_get_ns")
+    a.ldx(R1, R6, 8, size=8)
+    a.jgt(R0, R1, "timed_out")
+    a.mov(R0, 0).exit()
+    a.label("released")
+    a.st(R6, 0, 1, size=8)
+    a.mov(R0, 1).exit()
+    a.label("timed_out")
+    a.st(R6, 0, 2, size=8)
+    a.mov(R0, 1).exit()
+    return a.assemble()
+
+
+@pytest.fixture
+def busy(root: None):
+    from pybpf.loader import LoadedObject
+
+    progs = [
+        ProgramSpec("out24", "raw_tp/sys_enter", output_prog(24)),
+        ProgramSpec("busy", "raw_tp/sys_enter", busy_prog()),
+    ]
+    maps = [
+        MapSpec("rb", BPF_MAP_TYPE_RINGBUF, 0, 0, RING),
+        MapSpec("gate", BPF_MAP_TYPE_ARRAY, 4, 8, 1),
+    ]
+    with LoadedObject(prepare(ObjectSpec("rbbusy", progs, maps=maps), BTF.kernel())) as obj:
+        obj.load()
+        yield obj
+
+
+def test_busy_record_holds_back_later_records(busy) -> None:
+    """A record reserved but not committed (BPF_RINGBUF_BUSY_BIT) stops the reader: the
+    records before it come out, the one committed after it does not, and the consumer
+    position stays at the busy record until the program commits it; then A and B come out
+    in order, byte for byte.  The program spins on one CPU (preemption off) while this
+    thread reads the ring from another."""
+    from pybpf import syscall as S
+    from pybpf.ringbuf import BPF_RINGBUF_BUSY_BIT, RingBuffer
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs: the busy program spins with preemption disabled")
+    prod_cpu, cons_cpu = cpus[0], cpus[1]
+    want_a, want_b = expected(0xA000, BUSY_A), expected(0xB000, BUSY_B)
+    got: list[bytes] = []
+    result: dict = {}
+
+    def producer() -> None:
+        try:
+            os.sched_setaffinity(0, {prod_cpu})  # this thread only: run the program here
+            ctx = struct.pack("<QQ", 0xA000, 0xB000)
+            fd = busy.programs["busy"].fileno()
+            result["ret"] = S.prog_test_run(fd, ctx_in=ctx, flags=1, cpu=prod_cpu).retval
+        except BaseException as exc:  # reported by the main thread
+            result["exc"] = exc
+
+    def gate(value: int) -> None:
+        busy.maps["gate"].update(struct.pack("<I", 0), struct.pack("<Q", value))
+
+    def header(pos: int) -> int:
+        return struct.unpack_from("=I", rb._prod, rb._data + (pos & (RING - 1)))[0]
+
+    def cons_pos() -> int:
+        return struct.unpack_from("=Q", rb._cons, 0)[0]
+
+    def prod_pos() -> int:
+        return struct.unpack_from("=Q", rb._prod, 0)[0]
+
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cons_cpu})
+    thread = threading.Thread(target=producer, daemon=True)
+    with RingBuffer(busy.maps["rb"].fd, on_sample=got.append) as rb:
+        try:
+            for seq in (1, 2):  # committed before A: these must come out while A is busy
+                assert run(busy, "out24", seq) == 0
+            pos_a = 2 * 32
+            pos_b = pos_a + 32
+            gate(0)
+            thread.start()
+            deadline = time.monotonic() + 4.0
+            # Wait until the program has reserved A and B and committed B.
+            while not (prod_pos() == pos_b + 56 and header(pos_b) == BUSY_B):
+                assert thread.is_alive() and time.monotonic() < deadline, (result, prod_pos())
+                time.sleep(0.001)
+            assert header(pos_a) == BUSY_A | BPF_RINGBUF_BUSY_BIT  # A: reserved, not committed
+            assert rb.consume() == 2
+            assert got == [expected(1, 24), expected(2, 24)]
+            assert cons_pos() == pos_a  # stopped exactly at the busy record
+            assert rb.available == 32 + 56
+            # B stays held back for as long as A is busy (epoll reports data at once:
+            # the kernel counts reserved bytes as available).
+            held_until = time.monotonic() + 0.2
+            while time.monotonic() < held_until:
+                assert rb.poll(10) == 0
+                time.sleep(0.01)
+                assert rb.consume() == 0
+                assert len(got) == 2 and cons_pos() == pos_a
+                assert header(pos_a) & BPF_RINGBUF_BUSY_BIT
+            assert thread.is_alive() and not result  # all of this while the program spun
+        finally:
+            gate(1)
+            if thread.ident is not None:
+                thread.join(10)
+            os.sched_setaffinity(0, affinity)
+        assert not thread.is_alive()
+        assert "exc" not in result, result
+        assert result["ret"] == 1  # released by the gate, not by its 5-s timeout
+        assert header(pos_a) == BUSY_A and header(pos_b) == BUSY_B
+        assert rb.consume() == 2
+        assert got[2:] == [want_a, want_b]
+        assert cons_pos() == prod_pos() == pos_b + 56
+        assert rb.available == 0
 
 
 def test_close_is_idempotent_and_releases_fds(loaded) -> None:
