@@ -167,8 +167,31 @@ def switch_end(a: Asm, cleanup: str, out: str) -> None:
     a.mov(R0, 0).exit()
 
 
+# --- user space --------------------------------------------------------------------------
+
+
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    if c == "\\":
+        return "\\\\"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable_comm(raw: bytes) -> str:
+    """A task name safe for a terminal: any process can name itself (``prctl(PR_SET_NAME)``)
+    with escape sequences such as ``\\x1b[2J``, so control and other non-printable
+    characters, undecodable bytes and the backslash itself are shown as ``\\xNN`` escapes."""
+    text = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else _escape_char(c) for c in text)
+
+
 __all__ = [
     "CTX_ARG", "FRAME_FREE", "MAX_ENTRIES", "PID_KEY", "TASK_COMM_LEN", "TASK_RUNNING", "TMP",
-    "TS", "get_task_state", "read", "sched_wakeup", "start_map", "switch_end", "switch_start",
-    "task_struct", "task_struct___o", "task_struct___x", "trace_enqueue",
+    "TS", "get_task_state", "printable_comm", "read", "sched_wakeup", "start_map",
+    "switch_end", "switch_start", "task_struct", "task_struct___o", "task_struct___x",
+    "trace_enqueue",
 ]  # fmt: skip

@@ -35,6 +35,7 @@ from ._runq import (
     PID_KEY,
     TASK_COMM_LEN,
     TS,
+    printable_comm,
     read,
     sched_wakeup,
     start_map,
@@ -58,7 +59,6 @@ RINGBUF_SIZE_RARE = 1 << 20
 BPF_RB_NO_WAKEUP = 1 << 0
 BPF_RB_FORCE_WAKEUP = 1 << 1
 BPF_RB_AVAIL_DATA = 0
-
 
 
 def ringbuf_size(min_us: int) -> int:
@@ -238,25 +238,6 @@ assert _EVENT.size == event.size
 def _comm(raw: bytes) -> str:
     """A task name as text, for JSON (json.dumps escapes control characters)."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-def _escape_char(c: str) -> str:
-    code = ord(c)
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
-        return f"\\x{code - 0xDC00:02x}"
-    if c == "\\":
-        return "\\\\"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable_comm(raw: bytes) -> str:
-    """A task name safe for a terminal: any process can name itself (``prctl(PR_SET_NAME)``)
-    with escape sequences such as ``\\x1b[2J``, so control and other non-printable
-    characters, undecodable bytes and the backslash itself are shown as ``\\xNN`` escapes."""
-    text = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(c if c.isprintable() and c != "\\" else _escape_char(c) for c in text)
 
 
 def _non_negative(text: str) -> int:

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Optional, TextIO
@@ -196,15 +197,26 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
             try:
                 tool.header(args, out)
                 out.flush()
+                interval = tool.interval(args)
+                deadline = time.monotonic() + interval if interval else None
                 try:
                     while True:
-                        if buffer is None:
+                        if buffer is not None:
+                            if buffer.poll(POLL_TIMEOUT_MS):
+                                out.flush()
+                            if lost is not None:
+                                lost.check()
+                        elif deadline is None:
                             signal.pause()
                             continue
-                        if buffer.poll(POLL_TIMEOUT_MS):
+                        else:
+                            time.sleep(max(0.0, deadline - time.monotonic()))
+                        if deadline is not None and time.monotonic() >= deadline:
+                            more = tool.on_interval(obj, out)
                             out.flush()
-                        if lost is not None:
-                            lost.check()
+                            if not more:
+                                break
+                            deadline += interval  # type: ignore[operator]
                 except (KeyboardInterrupt, Terminated):
                     # Ignore further signals while we flush what was received.
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -213,6 +225,7 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
                         buffer.consume()
                     if lost is not None:
                         lost.check()
+                    tool.on_stop(obj, out)
                     out.flush()
             finally:
                 if buffer is not None:

@@ -11,7 +11,7 @@ the kernel resources and their cleanup.
 from __future__ import annotations
 
 import argparse
-from typing import TextIO, Union
+from typing import Any, Optional, TextIO, Union
 
 from .object import ObjectSpec
 
@@ -59,3 +59,17 @@ class Tool:
 
     def on_lost(self, cpu: int, count: int, err: TextIO) -> None:
         err.write(f"Lost {count} events on CPU #{cpu}!\n")
+
+    # -- tools that summarize (runqlat): maps read on a timer rather than events --
+
+    def interval(self, args: argparse.Namespace) -> Optional[float]:
+        """Seconds between calls of :meth:`on_interval`; None for none."""
+        return None
+
+    def on_interval(self, obj: Any, out: TextIO) -> bool:
+        """Read the loaded object's maps (``obj.maps[name]``) and print a summary.
+        Return False to end the run (runqlat's ``count`` reached)."""
+        return True
+
+    def on_stop(self, obj: Any, out: TextIO) -> None:
+        """Ctrl-C or SIGTERM ended the run: print what is still to print."""
