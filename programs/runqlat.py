@@ -97,6 +97,36 @@ def pid_namespace_inum(a: Asm, dst: Reg, task: Reg) -> None:
     read(a, dst, dst, pid_namespace.ns.inum, raw=True)
 
 
+def latency_slot(
+    a: Asm, dst: Reg, delta: Reg, upper_inclusive: bool, unit_ns: Optional[int] = None
+) -> None:
+    """``dst`` = the histogram slot of ``delta`` ns (clobbered, as r2)::
+
+        if (targ_ms) delta /= 1000000U; else delta /= 1000U;
+        slot = log2l(delta);
+        if (slot >= MAX_SLOTS) slot = MAX_SLOTS - 1;
+
+    ``unit_ns`` fixes the unit instead of reading ``targ_ms`` (tests run this alone)."""
+    if upper_inclusive:  # delta = delta ? delta - 1 : 0;
+        a.jeq(delta, 0, "scale")
+        a.sub(delta, 1)
+        a.label("scale")
+    if unit_ns is not None:
+        a.div(delta, unit_ns)
+    else:
+        rodata.load(a, R1, "targ_ms")
+        a.jeq(R1, 0, "in_us")
+        a.div(delta, 1000000)
+        a.ja("scaled")
+        a.label("in_us")
+        a.div(delta, 1000)
+        a.label("scaled")
+    log2l(a, dst, delta, R2)
+    a.jlt(dst, MAX_SLOTS, "slot_ok")
+    a.mov(dst, MAX_SLOTS - 1)
+    a.label("slot_ok")
+
+
 def sched_switch(raw: bool = False, upper_inclusive: bool = False) -> list[Instruction]:
     """SEC("tp_btf/sched_switch") int BPF_PROG(sched_switch, bool preempt,
     struct task_struct *prev, struct task_struct *next) { return handle_switch(...); }
@@ -165,23 +195,7 @@ def sched_switch(raw: bool = False, upper_inclusive: bool = False) -> list[Instr
     # __sync_fetch_and_add(&histp->total_ns, delta);
     a.atomic_add(R7, hist.total_ns.offset, R9)
 
-    if upper_inclusive:  # delta = delta ? delta - 1 : 0;
-        a.jeq(R9, 0, "scale")
-        a.sub(R9, 1)
-        a.label("scale")
-    # if (targ_ms) delta /= 1000000U; else delta /= 1000U;
-    rodata.load(a, R1, "targ_ms")
-    a.jeq(R1, 0, "in_us")
-    a.div(R9, 1000000)
-    a.ja("scaled")
-    a.label("in_us")
-    a.div(R9, 1000)
-    a.label("scaled")
-    # slot = log2l(delta); if (slot >= MAX_SLOTS) slot = MAX_SLOTS - 1;
-    log2l(a, R1, R9, R2)
-    a.jlt(R1, MAX_SLOTS, "slot_ok")
-    a.mov(R1, MAX_SLOTS - 1)
-    a.label("slot_ok")
+    latency_slot(a, R1, R9, upper_inclusive)  # slot = log2l(delta / unit), clamped
     # __sync_fetch_and_add(&histp->slots[slot], 1);
     a.lsh(R1, 3).add(R1, R7)
     a.mov(R2, 1)
@@ -291,6 +305,7 @@ class RunqLat(Tool):
     def __init__(self) -> None:
         self.args: Optional[argparse.Namespace] = None
         self.remaining = FOREVER
+        self.exported: Optional[Exported] = None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_filter_arguments(parser)
@@ -309,10 +324,31 @@ class RunqLat(Tool):
         check_filter_arguments(parser, args)
 
     def build(self, args: argparse.Namespace) -> ObjectSpec:
-        return build_object(choose_attach(args))
+        # Exported buckets are "less than or equal" to their upper edge (see sched_switch).
+        return build_object(choose_attach(args), upper_inclusive=getattr(args, "export", False))
 
     def rodata(self, args: argparse.Namespace) -> dict:
-        return rodata_values(args, milliseconds=args.milliseconds)
+        return rodata_values(args, milliseconds=getattr(args, "milliseconds", False))
+
+    # -- pybpf export runqlat ------------------------------------------------------------
+    exportable = True
+
+    def add_export_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_filter_arguments(parser)
+        parser.add_argument(
+            "--max-series", type=_positive, default=DEFAULT_MAX_SERIES, metavar="N",
+            help="with -P, -L or --pidnss: at most N labelled histograms; keys seen once "
+            f"N are taken go into one labelled \"other\" (default {DEFAULT_MAX_SERIES})",
+        )  # fmt: skip
+
+    def collect(self, obj: Any, args: argparse.Namespace) -> list[Any]:
+        state = self._export_state(args)
+        return [state.collect(obj.maps["hists"])]
+
+    def _export_state(self, args: argparse.Namespace) -> Exported:
+        if self.exported is None:
+            self.exported = Exported(key_label(args), args.max_series)
+        return self.exported
 
     def header(self, args: argparse.Namespace, out: TextIO) -> None:
         self.args = args
@@ -363,7 +399,90 @@ class RunqLat(Tool):
         out.write("".join(text))
 
 
-# --- shared with `pybpf export runqlat` -------------------------------------------------
+# --- pybpf export runqlat: Prometheus histograms -----------------------------------------
+METRIC = "run_queue_latency_seconds"
+HELP = "Time tasks waited on a CPU run queue before they ran (runqlat's log2 histogram)."
+DEFAULT_MAX_SERIES = 100
+OTHER = "other"
+
+
+def bucket_edges() -> list[float]:
+    """The ``le`` of slots 0..MAX_SLOTS-2, in seconds: slot k holds (2^k, 2^(k+1)] us (the
+    export build, ``upper_inclusive``), so its cumulative bucket is ``le`` = 2^(k+1) us.
+    The last slot also holds everything clamped into it: it is only in ``+Inf``."""
+    return [(1 << (k + 1)) / 1e6 for k in range(MAX_SLOTS - 1)]
+
+
+def cumulative_buckets(slots: list[int]) -> list[tuple[str, float]]:
+    from prometheus_client.utils import floatToGoString
+
+    buckets, total = [], 0
+    for edge, count in zip(bucket_edges(), slots):
+        total += count
+        buckets.append((floatToGoString(edge), float(total)))
+    buckets.append(("+Inf", float(sum(slots))))
+    return buckets
+
+
+class Exported:
+    """The histograms of one exporter: monotonic counters, capped in number.
+
+    A scrape reads the map without clearing it (Prometheus counters never reset).  With keys
+    (-P, -L, --pidnss), the first ``max_series`` keys get their own labelled histogram; keys
+    seen after that are summed into one histogram labelled ``other`` for good, so that no
+    series ever decreases.  Keys of tasks that have exited (pid/tid keys) are deleted from
+    the map, so that it never fills up: an "other" key's counts are then kept here; a
+    labelled key's series simply ends."""
+
+    def __init__(self, label: str, max_series: int) -> None:
+        self.label, self.max_series = label, max_series
+        self.labelled: set[int] = set()
+        self.other_keys: set[int] = set()
+        self.retired_slots = [0] * MAX_SLOTS
+        self.retired_ns = 0
+
+    def collect(self, hists: Any) -> Any:
+        from prometheus_client.core import HistogramMetricFamily
+
+        rows = read_hists(hists, clear=False)
+        labels = [self.label, "comm"] if self.label else []
+        family = HistogramMetricFamily(METRIC, HELP, labels=labels)
+        if not self.label:
+            for _, _, slots, total_ns in rows:
+                family.add_metric([], cumulative_buckets(slots), total_ns / 1e9)
+            return family
+        gone = self._exited({key for key, *_ in rows}) if self.label != "pidns" else set()
+        other_slots, other_ns = list(self.retired_slots), self.retired_ns
+        for key, comm, slots, total_ns in rows:
+            if key not in self.labelled and key not in self.other_keys:
+                if len(self.labelled) < self.max_series:
+                    self.labelled.add(key)
+                else:
+                    self.other_keys.add(key)
+            if key in self.labelled:
+                name = printable_comm(comm)
+                family.add_metric([str(key), name], cumulative_buckets(slots), total_ns / 1e9)
+                continue
+            other_slots = [a + b for a, b in zip(other_slots, slots)]
+            other_ns += total_ns
+            if key in gone:  # its counts stay in "other", kept here from now on
+                self.retired_slots = [a + b for a, b in zip(self.retired_slots, slots)]
+                self.retired_ns += total_ns
+        if gone:
+            hists.delete_batch(_KEY.pack(key) for key in sorted(gone))
+            self.labelled -= gone
+            self.other_keys -= gone
+        if self.other_keys or any(other_slots):
+            family.add_metric([OTHER, OTHER], cumulative_buckets(other_slots), other_ns / 1e9)
+        return family
+
+    def _exited(self, keys: set[int]) -> set[int]:
+        import os
+
+        return {key for key in keys if not os.path.exists(f"/proc/{key}")}
+
+
+# --- shared by `pybpf run runqlat` and `pybpf export runqlat` -----------------------------
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,9 @@ USAGE = """\
 pybpf run PROGRAM [ARGS...]       load, attach and run a program (e.g. runqslower)
 pybpf explain PROGRAM [--btf FILE] [--json] [-v]
                                   show every CO-RE relocation against a kernel's BTF
+pybpf export PROGRAM [--listen HOST:PORT] [ARGS...]
+                                  serve a program's in-kernel histograms to Prometheus
+                                  (runqlat; default 127.0.0.1:9435)
 pybpf list                        list the programs that ship with pybpf
 pybpf asm FILE.s [-o OUT] [--btf FILE]
                                   assemble LLVM-syntax BPF assembly (raw bytes or hex listing)
@@ -143,6 +146,12 @@ def _cmd_dump(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_export(argv: list[str]) -> int:
+    from .exporter import serve
+
+    return serve(argv)
+
+
 def _cmd_list(argv: list[str]) -> int:
     from .runner import load_tool, shipped_programs
 
@@ -159,6 +168,7 @@ def _cmd_btf(argv: list[str]) -> int:
 
 COMMANDS = {
     "run": _cmd_run,
+    "export": _cmd_export,
     "explain": _cmd_explain,
     "list": _cmd_list,
     "btf": _cmd_btf,

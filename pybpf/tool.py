@@ -73,3 +73,16 @@ class Tool:
 
     def on_stop(self, obj: Any, out: TextIO) -> None:
         """Ctrl-C or SIGTERM ended the run: print what is still to print."""
+
+    # -- tools that serve Prometheus metrics (``pybpf export``) --
+
+    #: whether ``pybpf export`` can serve this tool's maps as metrics
+    exportable: bool = False
+
+    def add_export_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The tool's own arguments under ``pybpf export`` (``args.export`` is True)."""
+
+    def collect(self, obj: Any, args: argparse.Namespace) -> list[Any]:
+        """Metric families (``prometheus_client.core``) read from the loaded object's maps,
+        for one scrape; called from the HTTP server's threads, one at a time."""
+        raise NotImplementedError

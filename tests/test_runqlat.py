@@ -1,0 +1,322 @@
+"""runqlat on the real kernel: histogram shape, schedstat totals, keys, intervals, teardown.
+
+The workload makes run-queue latency we know in advance: a victim spins on the last CPU, and
+a SCHED_FIFO hog on the same CPU wakes every few ms and spins for 3 ms, then 12 ms, in turn.
+The wakeup preempts the victim at once (an RT task), which then waits on the run queue for the
+hog's whole spin: those waits must land in the 2048-4095 us and 8192-16383 us slots.  The
+kernel's own accounting of the victim's waits, ``/proc/<pid>/task/<tid>/schedstat``, is the
+oracle for the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers_rq import REPO, Children, kernel_ids, owned_bpf_ids, schedstat, tool_env
+
+from pybpf.asm import R0, R1, R2, R3, Asm
+from pybpf.programs import runqlat
+from pybpf.programs._bits import log2l
+
+SPINS_MS = (3, 12)  # the hog's spins, alternately: slots 11 and 13 (us)
+SLEEP_S = 0.006
+HOG_SECONDS = 3.0
+
+VICTIM = """\
+import os, sys
+os.sched_setaffinity(0, {int(sys.argv[1])})
+sys.stdout.write(f"{os.getpid()}\\n")
+sys.stdout.flush()
+while True:
+    pass
+"""
+
+HOG = """\
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+spins = [int(ms) / 1000 for ms in sys.argv[2].split(",")]
+end = time.monotonic() + float(sys.argv[3])
+cycles = 0
+while time.monotonic() < end:
+    time.sleep(float(sys.argv[4]))
+    stop = time.perf_counter() + spins[cycles % len(spins)]
+    cycles += 1
+    while time.perf_counter() < stop:
+        pass
+sys.stdout.write(f"{cycles}\\n")
+"""
+
+
+@pytest.fixture
+def root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs root (CI=true: not skipping)")
+        pytest.skip("needs root")
+
+
+# --- pure: the histogram as trace_helpers.c prints it -----------------------------------
+
+
+def test_log2_hist_text_like_trace_helpers() -> None:
+    vals = [0] * runqlat.MAX_SLOTS
+    vals[0], vals[1], vals[3], vals[4] = 3, 0, 80, 41
+    want = (
+        "     usecs               : count    distribution\n"
+        "         0 -> 1          : 3        |*                                       |\n"
+        "         2 -> 3          : 0        |                                        |\n"
+        "         4 -> 7          : 0        |                                        |\n"
+        "         8 -> 15         : 80       |****************************************|\n"
+        "        16 -> 31         : 41       |********************                    |\n"
+    )
+    assert runqlat.format_log2_hist(vals, "usecs") == want
+    assert runqlat.format_log2_hist([0] * runqlat.MAX_SLOTS, "usecs") == ""
+    assert [runqlat.slot_bounds(i) for i in range(4)] == [(0, 1), (2, 3), (4, 7), (8, 15)]
+    assert runqlat.slot_bounds(25) == (1 << 25, (1 << 26) - 1)
+
+
+def test_bad_flags_one_line() -> None:
+    for args in (["-P", "-L"], ["-P", "--pidnss"], ["0"], ["1", "0"], ["-p", "x"], ["1", "2", "3"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "pybpf", "run", "runqlat", *args],
+            cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "error:" in r.stderr, (args, r.stderr)
+
+
+# --- the kernel: log2l ------------------------------------------------------------------
+
+
+def test_log2l_in_the_kernel(root: None) -> None:
+    """bits.bpf.h's log2l() as the DSL emits it, run by the kernel (BPF_PROG_TEST_RUN on a
+    raw_tp program: ctx is the u64 under test) against floor(log2(v))."""
+    from pybpf import syscall, uapi
+
+    a = Asm()
+    a.ldx(R2, R1, 0, size=8)
+    log2l(a, R0, R2, R3)
+    a.exit()
+    from pybpf import isa
+
+    values = [0, 1, 2, 3, 4, 5, 7, 8, 1000, 4095, 4096, (1 << 32) - 1, 1 << 32, (1 << 32) + 1]
+    values += [(1 << k) + d for k in range(1, 64) for d in (-1, 0, 1)]
+    values += [(1 << 64) - 1, 0x123456789ABCDEF0]
+    with syscall.prog_load(uapi.BPF_PROG_TYPE_RAW_TRACEPOINT, isa.encode(a.assemble())) as fd:
+        for v in values:
+            got = syscall.prog_test_run(fd.fileno(), ctx_in=v.to_bytes(8, "little")).retval
+            assert got == max(v.bit_length() - 1, 0), hex(v)
+
+
+# --- the kernel: runqlat end to end -----------------------------------------------------
+
+
+class RunqLat:
+    """``pybpf run runqlat ARGS``, output to a file."""
+
+    def __init__(self, args: list[str], tmp_path: Path, name: str) -> None:
+        self.args, self.path = args, tmp_path / f"{name}.out"
+        self.err_path = tmp_path / f"{name}.err"
+        with open(self.path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pybpf", "run", "runqlat", *args],
+                cwd=REPO, env=tool_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )  # fmt: skip
+
+    def out(self) -> str:
+        return self.path.read_text()
+
+    def wait_header(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while "Tracing run queue latency" not in self.out():
+            rc = self.proc.poll()
+            assert rc is None, f"runqlat {self.args} exited {rc}: {self.err_path.read_text()}"
+            assert time.monotonic() < deadline, f"no header: {self.err_path.read_text()}"
+            time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+    def histograms(self) -> list[dict]:
+        lines = self.out().splitlines()
+        assert lines[0].startswith("Tracing run queue latency")
+        return [json.loads(line) for line in lines[1:]]
+
+
+def assert_gone(ours: dict[str, set[int]]) -> None:
+    """None of the ids the tool held is left in the kernel (bpftool's enumeration; maps are
+    freed after an RCU grace period, hence the wait)."""
+    assert ours["prog"] and ours["map"] and ours["link"], ours
+    deadline = time.monotonic() + 5
+    while True:
+        now = kernel_ids()
+        left = {what: ours[what] & set(now[what]) for what in ours}
+        if not any(left.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not any(left.values()), f"left in the kernel: {left}"
+
+
+def slot_of(us_low: int) -> int:
+    return max(us_low.bit_length() - 1, 0)
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One run of the victim and hog, traced by several runqlat at once."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs root (CI=true: not skipping)")
+        pytest.skip("needs root")
+    tmp = tmp_path_factory.mktemp("runqlat")
+    cpu = max(os.sched_getaffinity(0))
+    others = os.sched_getaffinity(0) - {cpu}
+    assert others, "needs 2 CPUs: the tracers must not run on the victim's CPU"
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, others)  # the tracers inherit it
+    try:
+        with Children() as kids:
+            victim = kids.add(subprocess.Popen(
+                [sys.executable, "-c", VICTIM, str(cpu)], stdout=subprocess.PIPE, text=True
+            ))  # fmt: skip
+            vpid = int(victim.stdout.readline())
+            tracers = {
+                "tp_btf": RunqLat(["-L", "-p", str(vpid), "--json"], tmp, "tp_btf"),
+                "raw_tp": RunqLat(["--attach", "raw_tp", "-L", "-p", str(vpid), "--json"],
+                                  tmp, "raw_tp"),  # fmt: skip
+                "ms": RunqLat(["-m", "-P", "-p", str(vpid), "--json"], tmp, "ms"),
+                "all": RunqLat(["--json"], tmp, "all"),
+            }
+            for t in tracers.values():
+                t.wait_header()
+            before = schedstat(vpid)
+            hog = subprocess.run(
+                [sys.executable, "-c", HOG, str(cpu), ",".join(map(str, SPINS_MS)),
+                 str(HOG_SECONDS), str(SLEEP_S)],
+                capture_output=True, text=True, timeout=60, check=True,
+            )  # fmt: skip
+            time.sleep(0.2)
+            after = schedstat(vpid)
+            results = {}
+            for name, t in tracers.items():
+                assert t.stop() == 0, t.err_path.read_text()
+                results[name] = t.histograms()
+    finally:
+        os.sched_setaffinity(0, saved)
+    return {
+        "vpid": vpid,
+        "cycles": int(hog.stdout),
+        "run_delay_ns": after[1] - before[1],
+        "timeslices": after[2] - before[2],
+        **results,
+    }
+
+
+def test_victim_lands_in_the_expected_slots(workload: dict) -> None:
+    (h,) = workload["tp_btf"]
+    assert h["tid"] == workload["vpid"] and h["unit"] == "usecs"
+    by_slot = {slot_of(b["low"]): b["count"] for b in h["hist"]}
+    per_spin = workload["cycles"] / len(SPINS_MS)
+    for ms in SPINS_MS:
+        slot = slot_of(ms * 1000)
+        # each spin preempts the victim once, for the whole spin (plus a little)
+        assert by_slot.get(slot, 0) >= 0.9 * per_spin, (ms, by_slot, workload["cycles"])
+        assert by_slot.get(slot, 0) <= 1.1 * per_spin + 2, (ms, by_slot, workload["cycles"])
+    assert sum(b["count"] for b in h["hist"]) == h["count"]
+
+
+def test_totals_agree_with_schedstat(workload: dict) -> None:
+    (h,) = workload["tp_btf"]
+    delay, slices = workload["run_delay_ns"], workload["timeslices"]
+    assert delay > 0.5e9, workload  # the hog held the victim off for most of its run
+    assert abs(h["total_ns"] - delay) <= 0.1 * delay, (h["total_ns"], delay)
+    assert abs(h["count"] - slices) <= 0.1 * slices, (h["count"], slices)
+
+
+def test_raw_tp_programs_agree(workload: dict) -> None:
+    (tp,), (raw,) = workload["tp_btf"], workload["raw_tp"]
+    assert raw["tid"] == workload["vpid"]
+    assert abs(raw["total_ns"] - tp["total_ns"]) <= 0.05 * tp["total_ns"]
+    assert abs(raw["count"] - tp["count"]) <= 0.05 * tp["count"] + 2
+
+
+def test_milliseconds_and_per_process(workload: dict) -> None:
+    (h,) = workload["ms"]
+    assert h["unit"] == "msecs" and h["pid"] == workload["vpid"]
+    assert h["comm"] == "python3" or h["comm"].startswith("python")
+    by_slot = {slot_of(b["low"]): b["count"] for b in h["hist"]}
+    per_spin = workload["cycles"] / len(SPINS_MS)
+    assert by_slot.get(1, 0) >= 0.9 * per_spin  # 3 ms: 2 -> 3
+    assert by_slot.get(3, 0) >= 0.9 * per_spin  # 12 ms: 8 -> 15
+
+
+def test_unfiltered_is_one_histogram_of_everything(workload: dict) -> None:
+    (h,) = workload["all"]
+    assert set(h) == {"time", "unit", "count", "total_ns", "hist"}
+    (victim,) = workload["tp_btf"]
+    assert h["count"] >= victim["count"]
+    assert h["total_ns"] >= victim["total_ns"]
+
+
+def test_interval_count_timestamps_and_teardown(root: None, tmp_path: Path) -> None:
+    t = RunqLat(["-T", "1", "2"], tmp_path, "interval")
+    t.wait_header()
+    ours = owned_bpf_ids(t.proc.pid)
+    assert len(ours["link"]) == 3 and len(ours["prog"]) == 3, ours
+    assert t.proc.wait(timeout=20) == 0  # ends by itself after 2 summaries
+    text = t.out()
+    stamps = re.findall(r"^\d\d:\d\d:\d\d$", text, re.M)
+    assert len(stamps) == 2, text
+    header = re.findall(r"^ {5}usecs {15}: count    distribution$", text, re.M)
+    assert len(header) == 2, text
+    rows = re.findall(r"^ *(\d+) -> (\d+) *: (\d+) *\|(\**) *\|$", text, re.M)
+    assert rows and all(int(hi) >= int(lo) for lo, hi, _, _ in rows)
+    assert_gone(ours)
+
+
+def test_sigterm_prints_and_leaves_nothing(root: None, tmp_path: Path) -> None:
+    t = RunqLat(["-L"], tmp_path, "term")
+    t.wait_header()
+    ours = owned_bpf_ids(t.proc.pid)
+    time.sleep(0.5)
+    assert t.stop(signal.SIGTERM) == 0
+    assert re.search(r"^tid = \d+ ", t.out(), re.M), t.out()
+    assert_gone(ours)
+
+
+def test_pid_namespaces(root: None, tmp_path: Path) -> None:
+    """--pidnss keys are PID namespace inode numbers: a victim in a new namespace (unshare)
+    has its own key, the one /proc/<pid>/ns/pid names."""
+    with Children() as kids:
+        child = kids.add(subprocess.Popen(
+            ["unshare", "--pid", "--fork", sys.executable, "-c",
+             "import time\nwhile True:\n    time.sleep(0.001)\n"],
+        ))  # fmt: skip
+        deadline = time.monotonic() + 10
+        inner = None
+        while inner is None and time.monotonic() < deadline:
+            kids_file = Path(f"/proc/{child.pid}/task/{child.pid}/children")
+            pids = kids_file.read_text().split() if kids_file.exists() else []
+            inner = int(pids[0]) if pids else None
+            time.sleep(0.02)
+        assert inner is not None
+        ns = int(re.fullmatch(r"pid:\[(\d+)\]", os.readlink(f"/proc/{inner}/ns/pid"))[1])
+        host = int(re.fullmatch(r"pid:\[(\d+)\]", os.readlink("/proc/self/ns/pid"))[1])
+        assert ns != host
+        t = RunqLat(["--pidnss", "--json"], tmp_path, "pidns")
+        t.wait_header()
+        time.sleep(1.0)
+        assert t.stop() == 0
+    keys = {h["pidns"] for h in t.histograms()}
+    assert {ns, host} <= keys, (keys, ns, host)
