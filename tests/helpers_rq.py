@@ -67,6 +67,36 @@ work()
 """
 
 
+# runqlat's workload.  A spinner pinned to one CPU: prints its pid, then never sleeps.
+SPINNER = """\
+import os, sys
+os.sched_setaffinity(0, {int(sys.argv[1])})
+sys.stdout.write(f"{os.getpid()}\\n")
+sys.stdout.flush()
+while True:
+    pass
+"""
+
+# A SCHED_FIFO hog pinned to one CPU: every SLEEP s it wakes (preempting a spinner there at
+# once) and spins for the next of SPINS ms; after SECONDS it prints how many times it spun.
+# argv: CPU SPINS(ms, comma-separated) SECONDS SLEEP
+FIFO_HOG = """\
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+spins = [int(ms) / 1000 for ms in sys.argv[2].split(",")]
+end = time.monotonic() + float(sys.argv[3])
+cycles = 0
+while time.monotonic() < end:
+    time.sleep(float(sys.argv[4]))
+    stop = time.perf_counter() + spins[cycles % len(spins)]
+    cycles += 1
+    while time.perf_counter() < stop:
+        pass
+sys.stdout.write(f"{cycles}\\n")
+"""
+
+
 def _child_signals() -> None:
     # A shell that ran us in the background may have left SIGINT ignored; Python would
     # then keep ignoring it (the case is tested on its own, with _sigint_ignored).

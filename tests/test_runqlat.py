@@ -20,7 +20,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_rq import REPO, Children, kernel_ids, owned_bpf_ids, schedstat, tool_env
+from helpers_rq import (
+    FIFO_HOG,
+    REPO,
+    SPINNER,
+    Children,
+    kernel_ids,
+    owned_bpf_ids,
+    schedstat,
+    tool_env,
+)
 
 from pybpf.asm import R0, R1, R2, R3, Asm
 from pybpf.programs import runqlat
@@ -29,32 +38,6 @@ from pybpf.programs._bits import log2l
 SPINS_MS = (3, 12)  # the hog's spins, alternately: slots 11 and 13 (us)
 SLEEP_S = 0.006
 HOG_SECONDS = 3.0
-
-VICTIM = """\
-import os, sys
-os.sched_setaffinity(0, {int(sys.argv[1])})
-sys.stdout.write(f"{os.getpid()}\\n")
-sys.stdout.flush()
-while True:
-    pass
-"""
-
-HOG = """\
-import os, sys, time
-os.sched_setaffinity(0, {int(sys.argv[1])})
-os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-spins = [int(ms) / 1000 for ms in sys.argv[2].split(",")]
-end = time.monotonic() + float(sys.argv[3])
-cycles = 0
-while time.monotonic() < end:
-    time.sleep(float(sys.argv[4]))
-    stop = time.perf_counter() + spins[cycles % len(spins)]
-    cycles += 1
-    while time.perf_counter() < stop:
-        pass
-sys.stdout.write(f"{cycles}\\n")
-"""
-
 
 @pytest.fixture
 def root() -> None:
@@ -188,7 +171,7 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
     try:
         with Children() as kids:
             victim = kids.add(subprocess.Popen(
-                [sys.executable, "-c", VICTIM, str(cpu)], stdout=subprocess.PIPE, text=True
+                [sys.executable, "-c", SPINNER, str(cpu)], stdout=subprocess.PIPE, text=True
             ))  # fmt: skip
             vpid = int(victim.stdout.readline())
             tracers = {
@@ -202,7 +185,7 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 t.wait_header()
             before = schedstat(vpid)
             hog = subprocess.run(
-                [sys.executable, "-c", HOG, str(cpu), ",".join(map(str, SPINS_MS)),
+                [sys.executable, "-c", FIFO_HOG, str(cpu), ",".join(map(str, SPINS_MS)),
                  str(HOG_SECONDS), str(SLEEP_S)],
                 capture_output=True, text=True, timeout=60, check=True,
             )  # fmt: skip
