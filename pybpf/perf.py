@@ -60,7 +60,7 @@ def online_cpus() -> list[int]:
 
 
 class _Ring:
-    __slots__ = ("cpu", "fd", "mm", "base", "size", "mask")
+    __slots__ = ("cpu", "fd", "mm", "base", "size", "mask", "tail_view")
 
     def __init__(self, cpu: int, fd: _sys.FD, mm: mmap.mmap, page_size: int, npages: int):
         self.cpu = cpu
@@ -70,6 +70,8 @@ class _Ring:
         self.base = base or page_size
         self.size = size or npages * page_size
         self.mask = self.size - 1
+        # data_tail as a u64 (offset 1032 = 129 * 8): stored with one 8-byte write.
+        self.tail_view = memoryview(mm)[: page_size].cast("Q")
 
 
 class PerfBuffer(_sys.Closing):
@@ -269,7 +271,8 @@ class PerfBuffer(_sys.Closing):
                         self._on_lost(cpu, lost)
         finally:
             # Publish what was consumed (samples are copied out), even if a callback raised.
-            _U64.pack_into(mm, _DATA_TAIL, tail)
+            # One 8-byte store: struct.pack_into would zero data_tail first, for a moment.
+            ring.tail_view[_DATA_TAIL // 8] = tail
         if samples:
             self._on_batch(cpu, samples)
         return n
@@ -286,6 +289,7 @@ class PerfBuffer(_sys.Closing):
                 _sys.map_delete_elem(self._map.fileno(), _U32.pack(cpu))
             except (PyBPFError, OSError):
                 pass
+            ring.tail_view.release()  # an exported buffer would make mmap.close() fail
             ring.mm.close()
             ring.fd.close()
         if self._epfd >= 0:

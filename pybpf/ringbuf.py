@@ -98,6 +98,7 @@ class RingBuffer(_sys.Closing):
         self._closed = False
         self._epfd = -1
         self._cons: Optional[mmap.mmap] = None
+        self._cons_pos: Optional[memoryview] = None
         self._prod: Optional[mmap.mmap] = None
         self._map = _sys.FD(os.dup(map_fd.fileno() if hasattr(map_fd, "fileno") else map_fd))
         try:
@@ -128,6 +129,11 @@ class RingBuffer(_sys.Closing):
                 exc.errno or 0,
             ) from None
         self._data = page  # the data area starts one page into the producer mapping
+        # consumer_pos is stored through a u64 view: one 8-byte store.  struct.pack_into
+        # zero-fills its destination before it writes the value (CPython's s_pack_internal
+        # memsets the whole item first), so for a moment the kernel would see consumer_pos
+        # == 0 and refuse every reserve ("new_prod_pos - cons_pos > mask": -EAGAIN).
+        self._cons_pos = memoryview(self._cons).cast("Q")
         libc = _sys.libc()
         self._epfd = libc.epoll_create1(_EPOLL_CLOEXEC)
         if self._epfd < 0:
@@ -195,7 +201,7 @@ class RingBuffer(_sys.Closing):
                     append(prod[start:limit] + prod[base : base + start + size - limit])
             pos += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
         # Records are copied out: hand the space back before the (slow) callback.
-        _U64.pack_into(cons, 0, pos)
+        self._cons_pos[0] = pos  # type: ignore[index]  # one store, never a torn/zero value
         if records:
             self._on_batch(records)
         return len(records)
@@ -205,6 +211,9 @@ class RingBuffer(_sys.Closing):
         if self._closed:
             return
         self._closed = True
+        if self._cons_pos is not None:
+            self._cons_pos.release()  # an exported buffer would make mmap.close() fail
+            self._cons_pos = None
         for mm in (self._cons, self._prod):
             if mm is not None:
                 mm.close()
