@@ -8,7 +8,11 @@ the exporter every ``--every`` seconds for ``--seconds`` while measuring:
 - scrape latency: wall time of one GET /metrics (urllib, from this process);
 - exporter CPU: user+system time of the exporter process (/proc/PID/stat) per second of
   wall time, while scraped and, in a separate window, while not scraped;
-- sched_switch ns/run (bpf_stats), the in-kernel cost the exporter adds to each switch.
+- sched_switch ns/run and the programs' total CPU (bpf_stats): the in-kernel cost, which is
+  where the aggregation happens.
+
+CPU times come from /proc/PID/stat in clock ticks (10 ms): scrape often (``--every 0.1``) or
+long for a precise CPU-per-scrape figure.
 
     python bench/exporter.py [--seconds 10] [--rounds 3] [--every 1] [--switch-freq 50000]
         [--per-process]
@@ -106,6 +110,7 @@ def one_round(args: argparse.Namespace) -> dict[str, float]:
         exporter.send_signal(signal.SIGTERM)
         exporter.wait(timeout=15)
     runs = sum(s1[n][1] - s0[n][1] for n in s1)
+    bpf_ns = sum(s1[n][0] - s0[n][0] for n in s1)
     switch_ns = (s1["sched_switch"][0] - s0["sched_switch"][0]) / max(
         1, s1["sched_switch"][1] - s0["sched_switch"][1]
     )
@@ -116,6 +121,8 @@ def one_round(args: argparse.Namespace) -> dict[str, float]:
         "scrapes": len(latencies),
         "bytes": size,
         "cpu_scraped": scraped_cpu * 100,
+        "cpu_ms_per_scrape": scraped_cpu * wall / len(latencies) * 1000,
+        "bpf_cpu": bpf_ns / (elapsed * 1e9) * 100,
         "cpu_idle": idle_cpu * 100,
         "switch_ns": switch_ns,
     }
@@ -144,7 +151,9 @@ def main() -> None:
     print(f"  scrape latency, worst round max (ms){max(r['scrape_ms_max'] for r in rounds):>12.2f}")
     print(f"  exposition size (bytes)             {med('bytes'):>12,.0f}")
     print(f"  exporter CPU while scraped (%)      {med('cpu_scraped'):>12.2f}")
+    print(f"  exporter CPU per scrape (ms)        {med('cpu_ms_per_scrape'):>12.2f}")
     print(f"  exporter CPU, not scraped (%)       {med('cpu_idle'):>12.2f}")
+    print(f"  BPF programs' CPU (% of one CPU)    {med('bpf_cpu'):>12.2f}")
     print(f"  sched_switch ns/run                 {med('switch_ns'):>12.0f}")
 
 
