@@ -303,3 +303,26 @@ def test_pid_namespaces(root: None, tmp_path: Path) -> None:
         assert t.stop() == 0
     keys = {h["pidns"] for h in t.histograms()}
     assert {ns, host} <= keys, (keys, ns, host)
+
+
+def test_per_process_and_per_thread_keys(root: None, tmp_path: Path) -> None:
+    """-P keys a histogram by tgid, -L by tid: a process with two busy threads (and a hog on
+    their CPU, so they wait) gives one -P histogram under its tgid and its name, and -L
+    histograms under each thread's tid."""
+    cpu = max(os.sched_getaffinity(0))
+    with Children() as kids:
+        victim, ids = kids.threaded_victim(cpu, "rqlat_victim")
+        tgid, tids = ids[0], ids[1:]
+        per_process = RunqLat(["-P", "-p", str(tgid), "--json"], tmp_path, "P")
+        per_thread = RunqLat(["-L", "-p", str(tgid), "--json"], tmp_path, "L")
+        per_process.wait_header()
+        per_thread.wait_header()
+        kids.hog(cpu)
+        time.sleep(1.5)
+        assert per_process.stop() == 0 and per_thread.stop() == 0
+    (proc,) = per_process.histograms()
+    assert proc["pid"] == tgid and proc["comm"] == "rqlat_victim", proc
+    threads = {h["tid"]: h for h in per_thread.histograms()}
+    assert set(tids) <= set(threads) <= {tgid, *tids}, (threads.keys(), ids)
+    total = sum(h["count"] for h in threads.values())  # (the tracers stop a moment apart)
+    assert abs(total - proc["count"]) <= 0.05 * proc["count"] + 5, (total, proc["count"])
