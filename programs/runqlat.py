@@ -22,7 +22,7 @@ from pybpf.asm import FP, R0, R1, R2, R3, R4, R7, R8, R9, Asm, Reg
 from pybpf.cdecl import Array, Ptr, Struct, bool_, char, pid_t, s32, u32, u64
 from pybpf.isa import Instruction
 from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
-from pybpf.tool import Tool
+from pybpf.tool import Tool, pid_arg, positive
 from pybpf.uapi import BPF_MAP_TYPE_HASH, BPF_NOEXIST
 
 from ._bits import log2l
@@ -274,30 +274,6 @@ def read_hists(hists: Any, *, clear: bool) -> list[tuple[int, bytes, list[int], 
     return rows
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _pid(text: str) -> int:
-    value = _non_negative(text)
-    if not 0 < value < 1 << 31:
-        raise argparse.ArgumentTypeError(f"invalid PID: {text!r}")
-    return value
-
-
 class RunqLat(Tool):
     name = "runqlat"
     description = "Summarize run queue latency as a histogram (like libbpf-tools' runqlat)."
@@ -309,9 +285,9 @@ class RunqLat(Tool):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_filter_arguments(parser)
-        parser.add_argument("interval", nargs="?", type=_positive, default=None,
+        parser.add_argument("interval", nargs="?", type=positive, default=None,
                             help="seconds between summaries (default: one at Ctrl-C)")  # fmt: skip
-        parser.add_argument("count", nargs="?", type=_positive, default=FOREVER,
+        parser.add_argument("count", nargs="?", type=positive, default=FOREVER,
                             help="number of summaries")  # fmt: skip
         parser.add_argument("-T", "--timestamp", action="store_true",
                             help="include a timestamp on output")  # fmt: skip
@@ -336,7 +312,7 @@ class RunqLat(Tool):
     def add_export_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_filter_arguments(parser)
         parser.add_argument(
-            "--max-series", type=_positive, default=DEFAULT_MAX_SERIES, metavar="N",
+            "--max-series", type=positive, default=DEFAULT_MAX_SERIES, metavar="N",
             help="with -P, -L or --pidnss: at most N labelled histograms; keys seen once "
             f"N are taken go into one labelled \"other\" (default {DEFAULT_MAX_SERIES})",
         )  # fmt: skip
@@ -486,7 +462,7 @@ class Exported:
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", "--pid", type=_pid, help="trace this PID (process) only")
+    parser.add_argument("-p", "--pid", type=pid_arg, help="trace this PID (process) only")
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("-P", "--pids", action="store_true",
                       help="a histogram per process ID")  # fmt: skip

@@ -22,7 +22,7 @@ from pybpf.asm import FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Asm
 from pybpf.cdecl import Array, Struct, char, pid_t, u64
 from pybpf.isa import Instruction
 from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
-from pybpf.tool import Tool
+from pybpf.tool import Tool, non_negative, pid_arg
 from pybpf.uapi import (
     BPF_F_CURRENT_CPU,
     BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -240,23 +240,6 @@ def _comm(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
-
-
-def _pid(text: str) -> int:
-    value = _non_negative(text)
-    if not 0 < value < 1 << 31:
-        raise argparse.ArgumentTypeError(f"invalid PID: {text!r}")
-    return value
-
-
 class RunqSlower(Tool):
     name = "runqslower"
     description = "Trace high run queue latency (like libbpf-tools' runqslower)."
@@ -265,13 +248,13 @@ class RunqSlower(Tool):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "min_us_pos", nargs="?", type=_non_negative, metavar="min_us",
+            "min_us_pos", nargs="?", type=non_negative, metavar="min_us",
             help=f"minimum run queue latency to trace, in us (default {DEFAULT_MIN_US}; "
             "0: every event)",
         )  # fmt: skip
-        parser.add_argument("--min-us", type=_non_negative, metavar="N", help="same as min_us")
-        parser.add_argument("-p", "--pid", type=_pid, help="process ID (tgid) to trace")
-        parser.add_argument("-t", "--tid", type=_pid, help="thread ID to trace")
+        parser.add_argument("--min-us", type=non_negative, metavar="N", help="same as min_us")
+        parser.add_argument("-p", "--pid", type=pid_arg, help="process ID (tgid) to trace")
+        parser.add_argument("-t", "--tid", type=pid_arg, help="thread ID to trace")
         parser.add_argument("-c", "--comm", help="only tasks whose name starts with COMM")
         parser.add_argument(
             "-P", "--previous", action="store_true",

@@ -18,16 +18,14 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from .errors import PyBPFError, VerifierError
-from .object import prepare
+from .errors import PyBPFError
 from .runner import (
     Terminated,
-    _raise_terminated,
-    check_btf_is_running_kernel,
-    check_privileges,
-    load_btf,
+    add_load_arguments,
+    load_and_attach,
     load_tool,
-    print_relocations,
+    prepare_tool,
+    stop_signals,
 )
 from .tool import Tool
 
@@ -64,10 +62,7 @@ def export_parser(tool: Tool, name: str) -> argparse.ArgumentParser:
     parser.add_argument("--listen", type=parse_listen, default=DEFAULT_LISTEN,
                         metavar="HOST:PORT", help=f"address to serve /metrics on "
                         f"(default {DEFAULT_LISTEN}; :PORT for every address)")  # fmt: skip
-    parser.add_argument("--btf", metavar="FILE", help="target BTF (default: the running "
-                        "kernel's /sys/kernel/btf/vmlinux)")  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="print CO-RE relocations to stderr")  # fmt: skip
+    add_load_arguments(parser)
     tool.add_export_arguments(parser)
     return parser
 
@@ -91,28 +86,12 @@ def serve(argv: list[str], err: TextIO = sys.stderr) -> int:
 
     args = export_parser(tool, argv[0]).parse_args(argv[1:])
     args.export = True
-    btf = load_btf(args.btf)
-    if args.btf:
-        check_btf_is_running_kernel(btf, args.btf)
-    args.probe_kernel = True
-    args.target_btf = None if args.btf else btf
-    prepared = prepare(tool.build(args), btf)
-    if args.verbose:
-        print_relocations(prepared, err)
-    check_privileges()
+    prepared = prepare_tool(tool, args, err)
     from .loader import LoadedObject
 
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with stop_signals():
         with LoadedObject(prepared, tool.rodata(args)) as obj:
-            try:
-                obj.load()
-            except VerifierError as exc:
-                if args.verbose:
-                    err.write(f"--- verifier log ---\n{exc.log.rstrip()}\n--- end ---\n")
-                raise
-            obj.attach()
+            load_and_attach(obj, args, err)
             registry = CollectorRegistry(auto_describe=False)
             registry.register(_Collector(tool, obj, args))  # type: ignore[arg-type]
             host, port = args.listen
@@ -134,7 +113,4 @@ def serve(argv: list[str], err: TextIO = sys.stderr) -> int:
                 server.shutdown()
                 server.server_close()
                 thread.join(timeout=5)
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
     return 0

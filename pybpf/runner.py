@@ -16,9 +16,10 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 from .btf import BTF
 from .errors import BTFError, PyBPFError, VerifierError
@@ -150,12 +151,17 @@ def check_privileges() -> None:
 
 def tool_parser(tool: Tool, prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=tool.description)
+    add_load_arguments(parser)
+    tool.add_arguments(parser)
+    return parser
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--btf`` and ``-v``, which :func:`prepare_tool` and :func:`load_and_attach` read."""
     parser.add_argument("--btf", metavar="FILE", help="target BTF (raw or .xz); default: the "
                         "running kernel's /sys/kernel/btf/vmlinux")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print CO-RE relocations and load details to stderr")  # fmt: skip
-    tool.add_arguments(parser)
-    return parser
 
 
 def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
@@ -163,35 +169,13 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
     parser = tool_parser(tool, prog)
     args = parser.parse_args(argv)
     tool.check_arguments(parser, args)
-    btf = load_btf(args.btf)
-    if args.btf:
-        check_btf_is_running_kernel(btf, args.btf)
-    # For tools that probe the running kernel while building (runqslower: ring buffer?
-    # tp_btf?); target_btf only when it is the running kernel's own.
-    args.probe_kernel = True
-    args.target_btf = None if args.btf else btf
-    prepared = prepare(tool.build(args), btf)
-    if args.verbose:
-        print_relocations(prepared, err)
-    check_privileges()
+    prepared = prepare_tool(tool, args, err)
     # Imported here: the kernel-facing layer is not needed for --help or explain.
     from .loader import LoadedObject
 
-    # Installed explicitly: a shell starts background jobs with SIGINT ignored,
-    # and Python then installs no KeyboardInterrupt handler of its own.
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with stop_signals():
         with LoadedObject(prepared, tool.rodata(args)) as obj:
-            try:
-                obj.load()
-            except VerifierError as exc:
-                if args.verbose:  # the CLI prints the tail; -v asks for all of it
-                    err.write(f"--- verifier log ---\n{exc.log.rstrip()}\n--- end ---\n")
-                raise
-            for warning in obj.warnings:
-                err.write(f"pybpf: warning: {warning}\n")
-            obj.attach()
+            load_and_attach(obj, args, err)
             buffer = open_events(obj, tool, out, err) if tool.events_map else None
             lost = _LostCounter(obj, tool, err) if buffer is not None else None
             try:
@@ -230,10 +214,52 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
             finally:
                 if buffer is not None:
                     buffer.close()
+    return 0
+
+
+def prepare_tool(tool: Tool, args: argparse.Namespace, err: TextIO) -> PreparedObject:
+    """Build the tool's object and relocate it for the target kernel (``--btf FILE`` only
+    when it is the running kernel's), then check privileges: everything before a bpf()."""
+    btf = load_btf(args.btf)
+    if args.btf:
+        check_btf_is_running_kernel(btf, args.btf)
+    # For tools that probe the running kernel while building (runqslower: ring buffer?
+    # tp_btf?); target_btf only when it is the running kernel's own.
+    args.probe_kernel = True
+    args.target_btf = None if args.btf else btf
+    prepared = prepare(tool.build(args), btf)
+    if args.verbose:
+        print_relocations(prepared, err)
+    check_privileges()
+    return prepared
+
+
+def load_and_attach(obj: Any, args: argparse.Namespace, err: TextIO) -> None:
+    """Load every map and program (the verifier's whole log on stderr with ``-v``), then
+    attach the programs."""
+    try:
+        obj.load()
+    except VerifierError as exc:
+        if args.verbose:  # the CLI prints the tail; -v asks for all of it
+            err.write(f"--- verifier log ---\n{exc.log.rstrip()}\n--- end ---\n")
+        raise
+    for warning in obj.warnings:
+        err.write(f"pybpf: warning: {warning}\n")
+    obj.attach()
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt, until the block ends.
+    Installed explicitly: a shell starts background jobs with SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler of its own."""
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
-    return 0
 
 
 def open_events(obj: object, tool: Tool, out: TextIO, err: TextIO) -> object:

@@ -86,3 +86,33 @@ class Tool:
         """Metric families (``prometheus_client.core``) read from the loaded object's maps,
         for one scrape; called from the HTTP server's threads, one at a time."""
         raise NotImplementedError
+
+
+# -- argument types for tools' parsers (argparse turns the error into one line, exit 2) --
+
+
+def non_negative(text: str) -> int:
+    """A decimal integer >= 0."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def positive(text: str) -> int:
+    """A decimal integer > 0."""
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def pid_arg(text: str) -> int:
+    """A process or thread ID (1 .. 2^31 - 1)."""
+    value = non_negative(text)
+    if not 0 < value < 1 << 31:
+        raise argparse.ArgumentTypeError(f"invalid PID: {text!r}")
+    return value

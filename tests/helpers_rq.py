@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER_FMT = "Tracing run queue latency higher than {} us"
@@ -116,6 +116,39 @@ def tool_env() -> dict:
     extra = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + extra if extra else "")
     return env
+
+
+class PybpfProcess:
+    """``python -m pybpf ARGS`` with stderr (and stdout unless given) in files under
+    ``tmp_path``; ``wait_for(text)`` polls a file until the tool has printed ``text``."""
+
+    def __init__(self, args: list[str], tmp_path: Path, name: str, stdout: Any = None) -> None:
+        self.args = args
+        self.path, self.err_path = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        with open(self.path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pybpf", *args], cwd=REPO, env=tool_env(),
+                stdin=subprocess.DEVNULL, stdout=out if stdout is None else stdout, stderr=err,
+                preexec_fn=_child_signals,
+            )  # fmt: skip
+
+    def out(self) -> str:
+        return self.path.read_text()
+
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    def wait_for(self, text: str, in_stderr: bool = False, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in (self.err() if in_stderr else self.out()):
+            rc = self.proc.poll()
+            assert rc is None, f"pybpf {self.args} exited {rc}: {self.err()}"
+            assert time.monotonic() < deadline, f"pybpf {self.args}: no {text!r}: {self.err()}"
+            time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
 
 
 def last_cpu() -> int:

@@ -19,18 +19,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers_rq import REPO, Children, kernel_ids, owned_bpf_ids, tool_env
+from helpers_rq import REPO, Children, PybpfProcess, kernel_ids, owned_bpf_ids, tool_env
 
 from pybpf.asm import R0, R1, Asm
 from pybpf.programs import runqlat
-
-
-@pytest.fixture
-def root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
 
 
 def free_port() -> int:
@@ -39,31 +31,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Exporter:
+class Exporter(PybpfProcess):
     """``pybpf export runqlat --listen 127.0.0.1:PORT ARGS``."""
 
     def __init__(self, args: list[str], tmp_path: Path, port: int = 0) -> None:
         self.port = port or free_port()
-        self.err_path = tmp_path / f"exporter-{self.port}.err"
-        with open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pybpf", "export", "runqlat",
-                 "--listen", f"127.0.0.1:{self.port}", *args],
-                cwd=REPO, env=tool_env(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=err,
-            )  # fmt: skip
+        listen = ["--listen", f"127.0.0.1:{self.port}"]
+        super().__init__(["export", "runqlat", *listen, *args], tmp_path,
+                         f"exporter-{self.port}", stdout=subprocess.DEVNULL)  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}/metrics"
 
-    def err(self) -> str:
-        return self.err_path.read_text()
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "Serving runqlat metrics on" not in self.err():
-            rc = self.proc.poll()
-            assert rc is None, f"exporter exited {rc}: {self.err()}"
-            assert time.monotonic() < deadline, f"exporter not ready: {self.err()}"
-            time.sleep(0.02)
+    def wait_ready(self) -> None:
+        self.wait_for("Serving runqlat metrics on", in_stderr=True)
 
     def scrape(self) -> str:
         with urllib.request.urlopen(self.url, timeout=10) as r:
@@ -72,8 +51,7 @@ class Exporter:
             return r.read().decode()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=15)
+        return super().stop(sig)
 
 
 def histograms(text: str) -> dict[tuple, dict]:
@@ -126,7 +104,7 @@ EDGE_DELTAS = sorted(
 )
 
 
-def test_exported_slots_are_exactly_le_their_edge(root: None) -> None:
+def test_exported_slots_are_exactly_le_their_edge(need_root: None) -> None:
     """The export build: slot k holds exactly the deltas d (ns) with
     edge(k-1) < d <= edge(k), edge(k) = 2^(k+1) us, the ``le`` of its bucket: a delta on an
     edge counts in that edge's bucket (cloudflare/ebpf_exporter#488's off-by-one)."""
@@ -140,7 +118,7 @@ def test_exported_slots_are_exactly_le_their_edge(root: None) -> None:
             assert d > edges_ns[slot - 1], (d, slot)
 
 
-def test_runqlat_slots_are_runqlat_c(root: None) -> None:
+def test_runqlat_slots_are_runqlat_c(need_root: None) -> None:
     """``pybpf run runqlat``: slot k holds floor(d / 1000) in [low, high] of "low -> high"."""
     for d, slot in zip(EDGE_DELTAS, kernel_slots(EDGE_DELTAS, upper_inclusive=False)):
         low, high = runqlat.slot_bounds(slot)
@@ -151,7 +129,7 @@ def test_runqlat_slots_are_runqlat_c(root: None) -> None:
 # --- the exporter process -----------------------------------------------------------------
 
 
-def test_exposition_is_a_valid_monotonic_histogram(root: None, tmp_path: Path) -> None:
+def test_exposition_is_a_valid_monotonic_histogram(need_root: None, tmp_path: Path) -> None:
     e = Exporter([], tmp_path)
     try:
         e.wait_ready()
@@ -188,7 +166,7 @@ def gone(ours: dict[str, set[int]]) -> None:
 SHORT_LIVED = "import time\ntime.sleep(0.05)\n"
 
 
-def test_cap_other_and_exited_processes(root: None, tmp_path: Path) -> None:
+def test_cap_other_and_exited_processes(need_root: None, tmp_path: Path) -> None:
     """-P --max-series 2: two labelled histograms and "other"; "other" never decreases while
     processes come and go, and the keys of exited processes leave the map."""
     e = Exporter(["-P", "--max-series", "2"], tmp_path)
@@ -222,7 +200,7 @@ def test_cap_other_and_exited_processes(root: None, tmp_path: Path) -> None:
         assert e.stop() == 0, e.err()
 
 
-def test_scrapes_while_busy_then_sigint(root: None, tmp_path: Path) -> None:
+def test_scrapes_while_busy_then_sigint(need_root: None, tmp_path: Path) -> None:
     """Scrapes keep answering, with valid histograms, under `stress-ng --switch` (well over
     100k sched events/s on 2 CPUs); Ctrl-C then ends it with nothing left behind."""
     e = Exporter(["-L"], tmp_path)
@@ -262,7 +240,7 @@ def test_bad_input_is_one_line(args: list[str], message: str) -> None:
     assert "error:" in last and message in last, r.stderr
 
 
-def test_port_in_use_is_one_line_and_leaves_nothing(root: None, tmp_path: Path) -> None:
+def test_port_in_use_is_one_line_and_leaves_nothing(need_root: None, tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -26,11 +26,7 @@ METRIC = "run_queue_latency_seconds"
 
 
 @pytest.fixture
-def prometheus_binary() -> str:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
+def prometheus_binary(need_root: None) -> str:
     path = find_prometheus()
     if path is None:
         if os.environ.get("CI") == "true":

@@ -25,6 +25,7 @@ from helpers_rq import (
     REPO,
     SPINNER,
     Children,
+    PybpfProcess,
     kernel_ids,
     owned_bpf_ids,
     schedstat,
@@ -39,12 +40,6 @@ SPINS_MS = (3, 12)  # the hog's spins, alternately: slots 11 and 13 (us)
 SLEEP_S = 0.006
 HOG_SECONDS = 3.0
 
-@pytest.fixture
-def root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
 
 
 # --- pure: the histogram as trace_helpers.c prints it -----------------------------------
@@ -80,7 +75,7 @@ def test_bad_flags_one_line() -> None:
 # --- the kernel: log2l ------------------------------------------------------------------
 
 
-def test_log2l_in_the_kernel(root: None) -> None:
+def test_log2l_in_the_kernel(need_root: None) -> None:
     """bits.bpf.h's log2l() as the DSL emits it, run by the kernel (BPF_PROG_TEST_RUN on a
     raw_tp program: ctx is the u64 under test) against floor(log2(v))."""
     from pybpf import syscall, uapi
@@ -103,33 +98,14 @@ def test_log2l_in_the_kernel(root: None) -> None:
 # --- the kernel: runqlat end to end -----------------------------------------------------
 
 
-class RunqLat:
+class RunqLat(PybpfProcess):
     """``pybpf run runqlat ARGS``, output to a file."""
 
     def __init__(self, args: list[str], tmp_path: Path, name: str) -> None:
-        self.args, self.path = args, tmp_path / f"{name}.out"
-        self.err_path = tmp_path / f"{name}.err"
-        with open(self.path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pybpf", "run", "runqlat", *args],
-                cwd=REPO, env=tool_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-            )  # fmt: skip
+        super().__init__(["run", "runqlat", *args], tmp_path, name)
 
-    def out(self) -> str:
-        return self.path.read_text()
-
-    def wait_header(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "Tracing run queue latency" not in self.out():
-            rc = self.proc.poll()
-            assert rc is None, f"runqlat {self.args} exited {rc}: {self.err_path.read_text()}"
-            assert time.monotonic() < deadline, f"no header: {self.err_path.read_text()}"
-            time.sleep(0.02)
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=15)
+    def wait_header(self) -> None:
+        self.wait_for("Tracing run queue latency")
 
     def histograms(self) -> list[dict]:
         lines = self.out().splitlines()
@@ -158,7 +134,7 @@ def slot_of(us_low: int) -> int:
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One run of the victim and hog, traced by several runqlat at once."""
-    if os.geteuid() != 0:
+    if os.geteuid() != 0:  # (need_root is function-scoped; this fixture is not)
         if os.environ.get("CI") == "true":
             pytest.fail("needs root (CI=true: not skipping)")
         pytest.skip("needs root")
@@ -174,6 +150,9 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 [sys.executable, "-c", SPINNER, str(cpu)], stdout=subprocess.PIPE, text=True
             ))  # fmt: skip
             vpid = int(victim.stdout.readline())
+            # Frozen while the tracers start: the waits they and schedstat see are then
+            # exactly those between SIGCONT and SIGSTOP below.
+            os.kill(vpid, signal.SIGSTOP)
             tracers = {
                 "tp_btf": RunqLat(["-L", "-p", str(vpid), "--json"], tmp, "tp_btf"),
                 "raw_tp": RunqLat(["--attach", "raw_tp", "-L", "-p", str(vpid), "--json"],
@@ -184,12 +163,17 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
             for t in tracers.values():
                 t.wait_header()
             before = schedstat(vpid)
+            os.kill(vpid, signal.SIGCONT)
             hog = subprocess.run(
                 [sys.executable, "-c", FIFO_HOG, str(cpu), ",".join(map(str, SPINS_MS)),
                  str(HOG_SECONDS), str(SLEEP_S)],
                 capture_output=True, text=True, timeout=60, check=True,
             )  # fmt: skip
             time.sleep(0.2)
+            # Freeze the spinner: no wait of its own after this, so the schedstat window and
+            # every tracer's (stopped one after the other) hold the same waits.
+            os.kill(vpid, signal.SIGSTOP)
+            time.sleep(0.05)
             after = schedstat(vpid)
             results = {}
             for name, t in tracers.items():
@@ -224,7 +208,7 @@ def test_totals_agree_with_schedstat(workload: dict) -> None:
     delay, slices = workload["run_delay_ns"], workload["timeslices"]
     assert delay > 0.5e9, workload  # the hog held the victim off for most of its run
     assert abs(h["total_ns"] - delay) <= 0.1 * delay, (h["total_ns"], delay)
-    assert abs(h["count"] - slices) <= 0.1 * slices, (h["count"], slices)
+    assert abs(h["count"] - slices) <= 0.1 * slices, (h["count"], slices, workload)
 
 
 def test_raw_tp_programs_agree(workload: dict) -> None:
@@ -252,7 +236,7 @@ def test_unfiltered_is_one_histogram_of_everything(workload: dict) -> None:
     assert h["total_ns"] >= victim["total_ns"]
 
 
-def test_interval_count_timestamps_and_teardown(root: None, tmp_path: Path) -> None:
+def test_interval_count_timestamps_and_teardown(need_root: None, tmp_path: Path) -> None:
     t = RunqLat(["-T", "1", "2"], tmp_path, "interval")
     t.wait_header()
     ours = owned_bpf_ids(t.proc.pid)
@@ -268,7 +252,7 @@ def test_interval_count_timestamps_and_teardown(root: None, tmp_path: Path) -> N
     assert_gone(ours)
 
 
-def test_sigterm_prints_and_leaves_nothing(root: None, tmp_path: Path) -> None:
+def test_sigterm_prints_and_leaves_nothing(need_root: None, tmp_path: Path) -> None:
     t = RunqLat(["-L"], tmp_path, "term")
     t.wait_header()
     ours = owned_bpf_ids(t.proc.pid)
@@ -278,7 +262,7 @@ def test_sigterm_prints_and_leaves_nothing(root: None, tmp_path: Path) -> None:
     assert_gone(ours)
 
 
-def test_pid_namespaces(root: None, tmp_path: Path) -> None:
+def test_pid_namespaces(need_root: None, tmp_path: Path) -> None:
     """--pidnss keys are PID namespace inode numbers: a victim in a new namespace (unshare)
     has its own key, the one /proc/<pid>/ns/pid names."""
     with Children() as kids:
@@ -305,7 +289,7 @@ def test_pid_namespaces(root: None, tmp_path: Path) -> None:
     assert {ns, host} <= keys, (keys, ns, host)
 
 
-def test_per_process_and_per_thread_keys(root: None, tmp_path: Path) -> None:
+def test_per_process_and_per_thread_keys(need_root: None, tmp_path: Path) -> None:
     """-P keys a histogram by tgid, -L by tid: a process with two busy threads (and a hog on
     their CPU, so they wait) gives one -P histogram under its tgid and its name, and -L
     histograms under each thread's tid."""
@@ -313,12 +297,17 @@ def test_per_process_and_per_thread_keys(root: None, tmp_path: Path) -> None:
     with Children() as kids:
         victim, ids = kids.threaded_victim(cpu, "rqlat_victim")
         tgid, tids = ids[0], ids[1:]
+        victim.send_signal(signal.SIGSTOP)  # until both tracers are attached
         per_process = RunqLat(["-P", "-p", str(tgid), "--json"], tmp_path, "P")
         per_thread = RunqLat(["-L", "-p", str(tgid), "--json"], tmp_path, "L")
         per_process.wait_header()
         per_thread.wait_header()
-        kids.hog(cpu)
+        hog = kids.hog(cpu)
+        victim.send_signal(signal.SIGCONT)
         time.sleep(1.5)
+        victim.send_signal(signal.SIGSTOP)  # no more waits: both tracers hold the same ones
+        hog.kill()
+        time.sleep(0.05)
         assert per_process.stop() == 0 and per_thread.stop() == 0
     (proc,) = per_process.histograms()
     assert proc["pid"] == tgid and proc["comm"] == "rqlat_victim", proc
