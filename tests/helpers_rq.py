@@ -440,6 +440,13 @@ def wait_gone(ids: dict[str, set[int]], timeout: float = 3.0) -> dict[str, set[i
         time.sleep(0.1)
 
 
+def assert_gone(ours: dict[str, set[int]], timeout: float = 5.0) -> None:
+    """The programs, maps and links a tool held (non-empty each) are all gone."""
+    assert ours["prog"] and ours["map"] and ours["link"], ours
+    left = wait_gone(ours, timeout)
+    assert not any(left.values()), f"left in the kernel: {left}"
+
+
 # --- taskstats (delay accounting) ----------------------------------------------------
 
 

@@ -19,7 +19,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers_rq import REPO, Children, PybpfProcess, kernel_ids, owned_bpf_ids, tool_env
+from helpers_rq import (
+    REPO,
+    Children,
+    PybpfProcess,
+    assert_gone,
+    kernel_ids,
+    owned_bpf_ids,
+    tool_env,
+)
 
 from pybpf.asm import R0, R1, Asm
 from pybpf.programs import runqlat
@@ -148,19 +156,9 @@ def test_exposition_is_a_valid_monotonic_histogram(need_root: None, tmp_path: Pa
     finally:
         assert e.stop() == 0, e.err()
     assert "Traceback" not in e.err()
-    gone(ours)
+    assert_gone(ours)
 
 
-def gone(ours: dict[str, set[int]]) -> None:
-    assert ours["prog"] and ours["map"] and ours["link"], ours
-    deadline = time.monotonic() + 5
-    while True:
-        now = kernel_ids()
-        left = {what: ours[what] & set(now[what]) for what in ours}
-        if not any(left.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert not any(left.values()), f"left in the kernel: {left}"
 
 
 SHORT_LIVED = "import time\ntime.sleep(0.05)\n"
@@ -220,7 +218,7 @@ def test_scrapes_while_busy_then_sigint(need_root: None, tmp_path: Path) -> None
         finally:
             rc = e.stop(signal.SIGINT)
     assert rc == 0, e.err()
-    gone(ours)
+    assert_gone(ours)
 
 
 @pytest.mark.parametrize(

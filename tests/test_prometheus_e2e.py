@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_rq import FIFO_HOG, SPINNER, Children, owned_bpf_ids
+from helpers_rq import FIFO_HOG, SPINNER, Children, assert_gone, owned_bpf_ids
 from prometheus_server import PrometheusServer, find_prometheus
-from test_exporter import Exporter, gone
+from test_exporter import Exporter
 
 SPIN_MS = 3
 JOB = "pybpf_runqlat"
@@ -81,4 +81,4 @@ def test_prometheus_scrapes_sane_quantiles(prometheus_binary: str, tmp_path: Pat
     assert 0.002048 < p50 <= 0.004096, p50
     assert 0.002048 < p90 <= 0.004096, p90
     assert 0.0015 < mean < 0.0045, mean  # a few short waits (kworkers) pull it down
-    gone(ours)
+    assert_gone(ours)

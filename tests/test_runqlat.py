@@ -26,7 +26,7 @@ from helpers_rq import (
     SPINNER,
     Children,
     PybpfProcess,
-    kernel_ids,
+    assert_gone,
     owned_bpf_ids,
     schedstat,
     tool_env,
@@ -113,18 +113,6 @@ class RunqLat(PybpfProcess):
         return [json.loads(line) for line in lines[1:]]
 
 
-def assert_gone(ours: dict[str, set[int]]) -> None:
-    """None of the ids the tool held is left in the kernel (bpftool's enumeration; maps are
-    freed after an RCU grace period, hence the wait)."""
-    assert ours["prog"] and ours["map"] and ours["link"], ours
-    deadline = time.monotonic() + 5
-    while True:
-        now = kernel_ids()
-        left = {what: ours[what] & set(now[what]) for what in ours}
-        if not any(left.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert not any(left.values()), f"left in the kernel: {left}"
 
 
 def slot_of(us_low: int) -> int:
