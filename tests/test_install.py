@@ -40,7 +40,8 @@ def installed(tmp_path_factory):
 
 def test_no_generic_top_level_names(installed):
     site = next(installed.glob("lib/python*/site-packages"))
-    assert (site / "pybpf" / "programs" / "runqslower.py").is_file()
+    for program in ("runqslower.py", "runqlat.py", "_runq.py", "_bits.py"):
+        assert (site / "pybpf" / "programs" / program).is_file(), program
     for generic in ("programs", "btf", "tests"):
         assert not (site / generic).exists(), f"{generic} landed in site-packages"
 
@@ -84,3 +85,31 @@ def test_headline_command_in_fresh_venv(installed, tmp_path, need_root):
         assert rows, "no rows under CPU load"
         for row in rows:
             assert int(row[33:48]) > 200, row
+
+
+def test_runqlat_and_export_in_fresh_venv(installed, tmp_path, need_root):
+    """The installed runqlat prints a histogram; the installed exporter (prometheus_client
+    came with `pip install .`) serves one."""
+    import socket
+    import urllib.request
+
+    env = {"PATH": str(installed / "bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    out = subprocess.run([str(installed / "bin" / "pybpf"), "run", "runqlat", "1", "1"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=30)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "usecs               : count    distribution" in out.stdout, out.stdout
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(installed / "bin" / "pybpf"), "export", "runqlat", "--listen",
+                             f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)  # fmt: skip
+    try:
+        assert "Serving runqlat metrics" in proc.stderr.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert 'run_queue_latency_seconds_bucket{le="+Inf"}' in text, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
