@@ -164,6 +164,40 @@ def test_exposition_is_a_valid_monotonic_histogram(need_root: None, tmp_path: Pa
 SHORT_LIVED = "import time\ntime.sleep(0.05)\n"
 
 
+def program_counters(text: str) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, s.labels["program"]): s.value
+        for f in text_string_to_metric_families(text) if f.name.startswith("pybpf_program_")
+        for s in f.samples if s.name.endswith("_total")
+    }  # fmt: skip
+
+
+def test_bpf_stats_count_the_programs_cost(need_root: None, tmp_path: Path) -> None:
+    """--bpf-stats: pybpf_program_runs_total / _run_seconds_total of each program grow (the
+    kernel counts while the exporter holds BPF_ENABLE_STATS), and stop counting after it
+    exits (the stats fd is closed with it)."""
+    e = Exporter(["--bpf-stats"], tmp_path)
+    try:
+        e.wait_ready()
+        first = program_counters(e.scrape())
+        time.sleep(0.5)
+        second = program_counters(e.scrape())
+    finally:
+        assert e.stop() == 0, e.err()
+    programs = {"sched_wakeup", "sched_wakeup_new", "sched_switch"}
+    assert {p for _, p in second} == programs
+    for name in ("pybpf_program_runs_total", "pybpf_program_run_seconds_total"):
+        assert second[(name, "sched_switch")] > first[(name, "sched_switch")] > 0
+    per_run = second[("pybpf_program_run_seconds_total", "sched_switch")] / second[
+        ("pybpf_program_runs_total", "sched_switch")
+    ]
+    assert 1e-8 < per_run < 1e-4, per_run  # tens to hundreds of ns per run
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        assert f.read().strip() == "0"  # the kernel counts no more
+
+
 def test_cap_other_and_exited_processes(need_root: None, tmp_path: Path) -> None:
     """-P --max-series 2: two labelled histograms and "other"; "other" never decreases while
     processes come and go, and the keys of exited processes leave the map."""

@@ -255,7 +255,7 @@ def test_pid_namespaces(need_root: None, tmp_path: Path) -> None:
     has its own key, the one /proc/<pid>/ns/pid names."""
     with Children() as kids:
         child = kids.add(subprocess.Popen(
-            ["unshare", "--pid", "--fork", sys.executable, "-c",
+            ["unshare", "--pid", "--kill-child", sys.executable, "-c",
              "import time\nwhile True:\n    time.sleep(0.001)\n"],
         ))  # fmt: skip
         deadline = time.monotonic() + 10
