@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import time
 from typing import Any, Optional, TextIO
@@ -453,8 +454,6 @@ class Exported:
         return family
 
     def _exited(self, keys: set[int]) -> set[int]:
-        import os
-
         return {key for key in keys if not os.path.exists(f"/proc/{key}")}
 
 
