@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import struct
+import sys
 import time
 from typing import Any, Optional, TextIO
 
@@ -24,7 +25,7 @@ from pybpf.cdecl import Array, Ptr, Struct, bool_, char, pid_t, s32, u32, u64
 from pybpf.isa import Instruction
 from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
 from pybpf.tool import Tool, pid_arg, positive
-from pybpf.uapi import BPF_MAP_TYPE_HASH, BPF_NOEXIST
+from pybpf.uapi import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_NOEXIST
 
 from ._bits import log2l
 from ._runq import (
@@ -181,8 +182,17 @@ def sched_switch(raw: bool = False, upper_inclusive: bool = False) -> list[Instr
     a.ld_map_fd(R1, "hists")
     a.mov(R2, FP).add(R2, HKEY)
     a.call("map_lookup_elem")
-    #     if (!histp) goto cleanup;
+    #     if (!histp) { (*dropped)++; goto cleanup; }   /* the map is full */
+    a.jne(R0, 0, "created")
+    a.st(FP, HKEY, 0, size=4)
+    a.ld_map_fd(R1, "dropped")
+    a.mov(R2, FP).add(R2, HKEY)
+    a.call("map_lookup_elem")
     a.jeq(R0, 0, "cleanup")
+    a.mov(R1, 1)
+    a.atomic_add(R0, 0, R1)  # __sync_fetch_and_add(n, 1)
+    a.ja("cleanup")
+    a.label("created")
     #     BPF_CORE_READ_STR_INTO(&histp->comm, next, comm);
     a.mov(R7, R0)
     a.mov(R1, R7).add(R1, hist.comm.offset)
@@ -206,8 +216,11 @@ def sched_switch(raw: bool = False, upper_inclusive: bool = False) -> list[Instr
     return a.assemble()
 
 
-def build_object(attach: str = "tp_btf", upper_inclusive: bool = False) -> ObjectSpec:
-    """The object with ``"tp_btf"`` (Linux 5.5) or ``"raw_tp"`` (4.17) programs."""
+def build_object(
+    attach: str = "tp_btf", upper_inclusive: bool = False, max_keys: int = MAX_ENTRIES
+) -> ObjectSpec:
+    """The object with ``"tp_btf"`` (Linux 5.5) or ``"raw_tp"`` (4.17) programs, and room
+    for ``max_keys`` histograms (waits of keys beyond are counted in ``dropped``)."""
     if attach not in ATTACH_KINDS:
         raise ValueError(f"attach must be one of {ATTACH_KINDS}, got {attach!r}")
     raw = attach == "raw_tp"
@@ -223,7 +236,8 @@ def build_object(attach: str = "tp_btf", upper_inclusive: bool = False) -> Objec
         ],
         maps=[
             start_map(),
-            MapSpec("hists", BPF_MAP_TYPE_HASH, 4, hist.size, MAX_ENTRIES, value_type=hist),
+            MapSpec("hists", BPF_MAP_TYPE_HASH, 4, hist.size, max_keys, value_type=hist),
+            MapSpec("dropped", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),  # waits of no histogram
         ],
         rodata=rodata,
     )
@@ -263,6 +277,12 @@ def format_log2_hist(vals: list[int], val_type: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_dropped(dropped: Any) -> int:
+    """Waits that found no histogram (the map was full), summed over CPUs."""
+    raw = dropped.lookup(b"\0\0\0\0") or b""
+    return sum(int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8))
+
+
 def read_hists(hists: Any, *, clear: bool) -> list[tuple[int, bytes, list[int], int]]:
     """Every histogram as (key, comm, slots, total_ns), by key; ``clear`` deletes them as
     they are read (runqlat's interval semantics) with one batch syscall per chunk."""
@@ -283,6 +303,7 @@ class RunqLat(Tool):
         self.args: Optional[argparse.Namespace] = None
         self.remaining = FOREVER
         self.exported: Optional[Exported] = None
+        self.dropped = 0
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_filter_arguments(parser)
@@ -302,7 +323,11 @@ class RunqLat(Tool):
 
     def build(self, args: argparse.Namespace) -> ObjectSpec:
         # Exported buckets are "less than or equal" to their upper edge (see sched_switch).
-        return build_object(choose_attach(args), upper_inclusive=getattr(args, "export", False))
+        return build_object(
+            choose_attach(args),
+            upper_inclusive=getattr(args, "export", False),
+            max_keys=getattr(args, "max_keys", MAX_ENTRIES),
+        )
 
     def rodata(self, args: argparse.Namespace) -> dict:
         return rodata_values(args, milliseconds=getattr(args, "milliseconds", False))
@@ -319,8 +344,14 @@ class RunqLat(Tool):
         )  # fmt: skip
 
     def collect(self, obj: Any, args: argparse.Namespace) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
         state = self._export_state(args)
-        return [state.collect(obj.maps["hists"])]
+        dropped = CounterMetricFamily(
+            "run_queue_latency_dropped", "Waits measured but in no histogram: the "
+            "histogram map was full (see --max-keys).", value=read_dropped(obj.maps["dropped"]),
+        )  # fmt: skip
+        return [state.collect(obj.maps["hists"]), dropped]
 
     def _export_state(self, args: argparse.Namespace) -> Exported:
         if self.exported is None:
@@ -336,17 +367,27 @@ class RunqLat(Tool):
         return float(args.interval or FOREVER)
 
     def on_interval(self, obj: Any, out: TextIO) -> bool:
-        self.print_hists(obj.maps["hists"], out)
+        self.print_hists(obj, out)
         self.remaining -= 1
         return self.remaining > 0
 
     def on_stop(self, obj: Any, out: TextIO) -> None:
-        self.print_hists(obj.maps["hists"], out)
+        self.print_hists(obj, out)
 
-    def print_hists(self, hists: Any, out: TextIO) -> None:
-        """runqlat.c's print_log2_hists(): every histogram, then clear them."""
+    def print_hists(self, obj: Any, out: TextIO) -> None:
+        """runqlat.c's print_log2_hists(): every histogram, then clear them; and how many
+        waits found the histogram map full, on stderr."""
         args = self.args
         assert args is not None
+        hists = obj.maps["hists"]
+        dropped = read_dropped(obj.maps["dropped"])
+        if dropped > self.dropped:
+            sys.stderr.write(
+                f"Dropped {dropped - self.dropped} waits: no room for more than "
+                f"{hists.spec.max_entries} histograms (--max-keys)\n"
+            )
+            sys.stderr.flush()
+            self.dropped = dropped
         units = "msecs" if args.milliseconds else "usecs"
         label = key_label(args)
         ts = time.strftime("%H:%M:%S")
@@ -469,6 +510,11 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a histogram per thread ID")  # fmt: skip
     keys.add_argument("--pidnss", action="store_true",
                       help="a histogram per PID namespace")  # fmt: skip
+    parser.add_argument(
+        "--max-keys", type=positive, default=MAX_ENTRIES, metavar="N",
+        help=f"room for N histograms in the kernel (default {MAX_ENTRIES}); waits of "
+        "further keys are counted as dropped",
+    )  # fmt: skip
     parser.add_argument(
         "--attach", choices=("auto",) + ATTACH_KINDS, default="auto",
         help="tracepoint programs: tp_btf (Linux 5.5) or raw_tp (4.17); auto: tp_btf when "

@@ -198,6 +198,29 @@ def test_bpf_stats_count_the_programs_cost(need_root: None, tmp_path: Path) -> N
         assert f.read().strip() == "0"  # the kernel counts no more
 
 
+def test_full_map_is_counted_as_dropped(need_root: None, tmp_path: Path) -> None:
+    """--max-keys 1 with -L: one labelled histogram, and run_queue_latency_dropped_total
+    counts the waits of every other thread (0 and present when nothing is dropped)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def dropped(text: str) -> float:
+        (f,) = [f for f in text_string_to_metric_families(text)
+                if f.name == "run_queue_latency_dropped"]  # fmt: skip
+        return f.samples[0].value
+
+    full, roomy = Exporter(["-L", "--max-keys", "1"], tmp_path), Exporter([], tmp_path)
+    try:
+        full.wait_ready()
+        roomy.wait_ready()
+        time.sleep(0.5)
+        text = full.scrape()
+        assert len(histograms(text)) == 1
+        assert dropped(text) > 0
+        assert dropped(roomy.scrape()) == 0
+    finally:
+        assert full.stop() == 0 and roomy.stop() == 0
+
+
 def test_cap_other_and_exited_processes(need_root: None, tmp_path: Path) -> None:
     """-P --max-series 2: two labelled histograms and "other"; "other" never decreases while
     processes come and go, and the keys of exited processes leave the map."""

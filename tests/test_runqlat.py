@@ -303,3 +303,15 @@ def test_per_process_and_per_thread_keys(need_root: None, tmp_path: Path) -> Non
     assert set(tids) <= set(threads) <= {tgid, *tids}, (threads.keys(), ids)
     total = sum(h["count"] for h in threads.values())  # (the tracers stop a moment apart)
     assert abs(total - proc["count"]) <= 0.05 * proc["count"] + 5, (total, proc["count"])
+
+
+def test_full_map_counts_dropped_waits(need_root: None, tmp_path: Path) -> None:
+    """With room for 2 histograms (--max-keys 2), -L on a busy system: at most 2 histograms,
+    and the waits of every other thread are reported as dropped, not silently lost."""
+    with Children() as kids:
+        kids.hog(max(os.sched_getaffinity(0)))
+        t = RunqLat(["-L", "--max-keys", "2", "--json", "1", "1"], tmp_path, "full")
+        assert t.proc.wait(timeout=20) == 0, t.err()
+    assert len(t.histograms()) <= 2
+    dropped = re.findall(r"^Dropped (\d+) waits: no room for more than 2 histograms", t.err(), re.M)
+    assert dropped and sum(map(int, dropped)) > 0, t.err()
