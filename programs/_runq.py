@@ -157,6 +157,21 @@ def switch_start(a: Asm, rodata: Globals, raw: bool, missed: str) -> None:
     a.mov(R9, R0)
 
 
+def increment_counter(a: Asm, map_name: str, key_slot: int, done: str) -> None:
+    """``__u32 zero = 0; __u64 *n = bpf_map_lookup_elem(&map, &zero); if (n) (*n)++;``
+    then on at label ``done``.  ``map_name`` is a one-element per-CPU array of u64 (no other
+    writer: the handlers do not nest on a CPU); ``key_slot`` a free 4-byte stack slot.
+    Clobbers r0-r5."""
+    a.st(FP, key_slot, 0, size=4)
+    a.ld_map_fd(R1, map_name)
+    a.mov(R2, FP).add(R2, key_slot)
+    a.call("map_lookup_elem")
+    a.jeq(R0, 0, done)
+    a.ldx(R1, R0, 0, size=8)
+    a.add(R1, 1)
+    a.stx(R0, 0, R1, size=8)
+
+
 def switch_end(a: Asm, cleanup: str, out: str) -> None:
     """``cleanup: bpf_map_delete_elem(&start, &pid); out: return 0;``"""
     a.label(cleanup)
@@ -193,5 +208,5 @@ __all__ = [
     "CTX_ARG", "FRAME_FREE", "MAX_ENTRIES", "PID_KEY", "TASK_COMM_LEN", "TASK_RUNNING", "TMP",
     "TS", "get_task_state", "printable_comm", "read", "sched_wakeup", "start_map",
     "switch_end", "switch_start", "task_struct", "task_struct___o", "task_struct___x",
-    "trace_enqueue",
+    "increment_counter", "trace_enqueue",
 ]  # fmt: skip

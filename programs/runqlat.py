@@ -33,6 +33,7 @@ from ._runq import (
     MAX_ENTRIES,
     PID_KEY,
     TASK_COMM_LEN,
+    increment_counter,
     printable_comm,
     read,
     sched_wakeup,
@@ -184,13 +185,7 @@ def sched_switch(raw: bool = False, upper_inclusive: bool = False) -> list[Instr
     a.call("map_lookup_elem")
     #     if (!histp) { (*dropped)++; goto cleanup; }   /* the map is full */
     a.jne(R0, 0, "created")
-    a.st(FP, HKEY, 0, size=4)
-    a.ld_map_fd(R1, "dropped")
-    a.mov(R2, FP).add(R2, HKEY)
-    a.call("map_lookup_elem")
-    a.jeq(R0, 0, "cleanup")
-    a.mov(R1, 1)
-    a.atomic_add(R0, 0, R1)  # __sync_fetch_and_add(n, 1)
+    increment_counter(a, "dropped", HKEY, done="cleanup")
     a.ja("cleanup")
     a.label("created")
     #     BPF_CORE_READ_STR_INTO(&histp->comm, next, comm);
@@ -279,8 +274,7 @@ def format_log2_hist(vals: list[int], val_type: str) -> str:
 
 def read_dropped(dropped: Any) -> int:
     """Waits that found no histogram (the map was full), summed over CPUs."""
-    raw = dropped.lookup(b"\0\0\0\0") or b""
-    return sum(int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8))
+    return sum(dropped.typed("I", "Q").get(0, []))
 
 
 def read_hists(hists: Any, *, clear: bool) -> list[tuple[int, bytes, list[int], int]]:
@@ -317,9 +311,6 @@ class RunqLat(Tool):
                             help="millisecond histogram")  # fmt: skip
         parser.add_argument("--json", action="store_true",
                             help="one JSON object per histogram, not ASCII art")  # fmt: skip
-
-    def check_arguments(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-        check_filter_arguments(parser, args)
 
     def build(self, args: argparse.Namespace) -> ObjectSpec:
         # Exported buckets are "less than or equal" to their upper edge (see sched_switch).
@@ -520,10 +511,6 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
         help="tracepoint programs: tp_btf (Linux 5.5) or raw_tp (4.17); auto: tp_btf when "
         "the kernel loads it",
     )  # fmt: skip
-
-
-def check_filter_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    pass  # -P, -L and --pidnss exclude each other (argparse says so in one line)
 
 
 def choose_attach(args: argparse.Namespace) -> str:

@@ -35,6 +35,7 @@ from ._runq import (
     PID_KEY,
     TASK_COMM_LEN,
     TS,
+    increment_counter,
     printable_comm,
     read,
     sched_wakeup,
@@ -183,14 +184,7 @@ def sched_switch(
         a.call("perf_event_output")
     # if (err) { __u32 zero = 0; __u64 *n = bpf_map_lookup_elem(&lost, &zero); if (n) (*n)++; }
     a.jeq(R0, 0, "cleanup")
-    a.st(FP, TS, 0, size=4)
-    a.ld_map_fd(R1, "lost")
-    a.mov(R2, FP).add(R2, TS)
-    a.call("map_lookup_elem")
-    a.jeq(R0, 0, "cleanup")
-    a.ldx(R1, R0, 0, size=8)
-    a.add(R1, 1)
-    a.stx(R0, 0, R1, size=8)  # a per-CPU slot: no other writer
+    increment_counter(a, "lost", TS, done="cleanup")
 
     switch_end(a, cleanup="cleanup", out="out")  # bpf_map_delete_elem(&start, &pid);
     return a.assemble()
