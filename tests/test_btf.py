@@ -63,7 +63,7 @@ BLOBS = sorted(BTF_DIR.glob("*.btf.xz"))
 BROAD_BLOB = "firecracker-6.18.44-fc-v657.btf.xz"  # the running kernel's BTF, the largest
 SMALL_BLOB = "debian-5.10.0-46-amd64.btf.xz"
 
-needs_bpftool = pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool missing")
+needs_bpftool = pytest.mark.oracle("bpftool")
 
 
 @functools.cache
@@ -158,8 +158,6 @@ def btf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module", params=[p.name for p in BLOBS])
 def real(request: pytest.FixtureRequest, btf_dir: Path) -> tuple[BTF, dict]:
     """(parsed blob, facts extracted from bpftool's raw dump of it) for one blob."""
-    if shutil.which("bpftool") is None:
-        pytest.skip("bpftool missing")
     name = request.param
     path = btf_dir / name.replace(".xz", "")
     path.write_bytes(raw_blob(name))
@@ -187,11 +185,13 @@ def real(request: pytest.FixtureRequest, btf_dir: Path) -> tuple[BTF, dict]:
     return BTF.from_file(path), facts
 
 
+@needs_bpftool
 def test_type_count(real: tuple[BTF, dict]) -> None:
     btf, facts = real
     assert len(btf) == facts["count"] + 1  # + void, like btf__type_cnt
 
 
+@needs_bpftool
 def test_task_struct(real: tuple[BTF, dict]) -> None:
     btf, facts = real
     ts_id, ts_size = facts["task_struct"]
@@ -214,6 +214,7 @@ def test_task_struct(real: tuple[BTF, dict]) -> None:
     assert btf.type(btf.skip_mods_and_typedefs(members["pid"].type)).kind == BTF_KIND_INT
 
 
+@needs_bpftool
 def test_state_flavor_by_kernel(real: tuple[BTF, dict]) -> None:
     btf, facts = real
     names = {m.name for m in btf.type(facts["task_struct"][0]).members}
@@ -221,6 +222,7 @@ def test_state_flavor_by_kernel(real: tuple[BTF, dict]) -> None:
     assert ("state" in names) == is_510 and ("__state" in names) != is_510
 
 
+@needs_bpftool
 def test_tracepoint_typedefs(real: tuple[BTF, dict]) -> None:
     btf, facts = real
     for name, ids in facts["typedefs"].items():
@@ -234,6 +236,7 @@ def test_tracepoint_typedefs(real: tuple[BTF, dict]) -> None:
         assert btf.type(target.type).kind == BTF_KIND_FUNC_PROTO
 
 
+@needs_bpftool
 def test_enum_value(real: tuple[BTF, dict]) -> None:
     btf, facts = real
     enum_id, value = facts["bpf_func_id"]
@@ -242,6 +245,7 @@ def test_enum_value(real: tuple[BTF, dict]) -> None:
     assert values["BPF_FUNC_ktime_get_ns"] == value
 
 
+@needs_bpftool
 def test_find_prefix_and_misses(real: tuple[BTF, dict]) -> None:
     btf, facts = real
     ids = btf.find_prefix("btf_trace_sched_wakeup")
@@ -257,6 +261,7 @@ def test_find_prefix_and_misses(real: tuple[BTF, dict]) -> None:
         btf.find_one("no_such_struct", BTF_KIND_STRUCT)
 
 
+@needs_bpftool
 def test_from_file_xz_equals_raw(real: tuple[BTF, dict]) -> None:
     btf, facts = real
     xz = BTF.from_file(BTF_DIR / (facts["path"].name + ".xz"))

@@ -7,7 +7,6 @@ The oracle is ``bpftool btf dump file F format raw``; nothing expected is typed 
 from __future__ import annotations
 
 import lzma
-import os
 import shutil
 import struct
 import subprocess
@@ -15,20 +14,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from policy import require_tools, unavailable
 from test_btf import BLOBS, build_all_kinds, make_elf, make_split
 
 from pybpf.btf import BTF, KIND_NAMES
 from pybpf.btf_dump import dump_raw
+
+pytestmark = pytest.mark.oracle("bpftool")
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 
 
 def need_bpftool() -> None:
-    if shutil.which("bpftool") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("bpftool missing (CI installs it)")
-        pytest.skip("bpftool missing")
+    require_tools("bpftool")
 
 
 def bpftool_raw(path: Path, *base: str) -> str:
@@ -135,9 +134,7 @@ def _objcopy() -> str:
     for tool in ("llvm-objcopy-19", "llvm-objcopy", "objcopy"):
         if shutil.which(tool):
             return tool
-    if os.environ.get("CI") == "true":
-        pytest.fail("no objcopy (CI installs llvm-19)")
-    pytest.skip("no objcopy")
+    unavailable("needs an objcopy (.ci/run installs llvm-19)")
 
 
 def test_real_elf_with_btf_section(tmp_path: Path) -> None:

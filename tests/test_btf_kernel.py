@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -33,17 +31,11 @@ from pybpf.object import prepare, program_btf
 from pybpf.programs import runqslower
 from pybpf.syscall import btf_load, obj_get_info_by_fd
 
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
+
 
 def _need() -> None:
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root")
-    if shutil.which("bpftool") is None:
-        missing.append("bpftool")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"needs {', '.join(missing)} (CI=true: not skipped)")
-        pytest.skip(f"needs {', '.join(missing)}")
+    """(Checked for every test by the kernel and oracle markers.)"""
 
 
 def bpftool_json(*args: str) -> object:

@@ -10,18 +10,19 @@ fixed list of well-known types.
 from __future__ import annotations
 
 import lzma
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from policy import require_tools
 
 from pybpf.btf import BTF, BTF_KIND_STRUCT, BTF_KIND_UNION
 from pybpf.btf_show import show
 from pybpf.errors import BTFError
+
+pytestmark = pytest.mark.oracle("pahole")
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOBS = ["firecracker-6.18.44-fc-v657.btf.xz", "debian-5.10.0-46-amd64.btf.xz"]
@@ -35,10 +36,7 @@ _SIZE = re.compile(r"/\* size: .* \*/")
 
 
 def pahole(path: Path, *args: str) -> str:
-    if shutil.which("pahole") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("pahole missing (CI installs dwarves)")
-        pytest.skip("pahole missing (apt-get install dwarves)")
+    require_tools("pahole")
     return subprocess.run(["pahole", "-F", "btf", *args, str(path)], capture_output=True,
                           text=True, check=True).stdout
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers_rq import REPO, kernel_ids, leaked_since, tool_env
+from policy import require_root
 
 BTF_BLOB = REPO / "btf" / "firecracker-6.18.44-fc-v657.btf.xz"
 
@@ -154,10 +155,7 @@ def _python_for_nobody() -> str:
 @pytest.fixture
 def nobody_tree():
     """(python, PYTHONPATH) with which uid 65534 can import pybpf and its programs."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("this test needs root to switch to uid 65534 (CI=true)")
-        pytest.skip("needs root to switch users")
+    require_root()
     if not shutil.which("setpriv"):
         pytest.fail("setpriv (util-linux) is needed")
     python = _python_for_nobody()
@@ -184,6 +182,7 @@ def nobody_tree():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.kernel
 def test_non_root_user(nobody_tree):
     python, path = nobody_tree
     before = kernel_ids()
@@ -198,13 +197,11 @@ def test_non_root_user(nobody_tree):
     assert not leaked_since(before), "objects left in the kernel"
 
 
+@pytest.mark.kernel
 def test_root_without_capabilities():
     """uid 0 stripped of every capability (as in an unprivileged container): the
     kernel's EPERM becomes one line naming what is missing."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("this test needs root (CI=true)")
-        pytest.skip("needs root")
+    require_root()
     before = kernel_ids()
     p = subprocess.run(
         ["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "pybpf",

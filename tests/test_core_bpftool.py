@@ -21,6 +21,8 @@ from pybpf.btf import BTF
 from pybpf.cdecl import FieldRef, encode_local_btf, strip_mods
 from pybpf.core import CoreEngine, CoreRelo
 
+pytestmark = pytest.mark.oracle("bpftool")
+
 BITS = re.compile(r"^\t'([^']*)' type_id=(\d+) bits_offset=(\d+)(?: bitfield_size=(\d+))?")
 
 

@@ -32,6 +32,8 @@ from helpers_rq import (
 from pybpf.asm import R0, R1, Asm
 from pybpf.programs import runqlat
 
+pytestmark = pytest.mark.kernel
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -3,7 +3,6 @@ assembler writes (every form this kernel supports, in a minimal program)."""
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from policy import require_root
 from test_isa_llvm import table
 
 from pybpf import asm_text, disasm
@@ -129,10 +129,7 @@ def test_dump_errors() -> None:
 
 @pytest.fixture(scope="module")
 def kernel() -> tuple:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
+    require_root()
     from pybpf import syscall, uapi
     from pybpf.btf import BTF
 
@@ -146,6 +143,7 @@ def _load(kernel: tuple, text: str, **options: object) -> int:
         return syscall.prog_test_run(fd.fileno(), bytes(64)).retval
 
 
+@pytest.mark.kernel
 def test_may_goto_helpers_and_maps(kernel: tuple) -> None:
     syscall, uapi, _ = kernel
     loop = "r0 = 0\nr1 = 10\nl: may_goto out\nr0 += 1\nr1 -= 1\nif r1 != 0 goto l\nout: exit\n"
@@ -164,6 +162,7 @@ def test_may_goto_helpers_and_maps(kernel: tuple) -> None:
         assert _load(kernel, direct) == 41
 
 
+@pytest.mark.kernel
 def test_kfunc_call(kernel: tuple) -> None:
     from pybpf.btf import BTF_KIND_FUNC
 
@@ -180,6 +179,7 @@ def test_kfunc_call(kernel: tuple) -> None:
     assert asm_text.assemble(by_name, kfunc_id=ids.__getitem__) == asm_text.assemble(text)
 
 
+@pytest.mark.kernel
 def test_callback_by_pseudo_func(kernel: tuple) -> None:
     """bpf_loop(5, &cb, &sum, 0): BPF_PSEUDO_FUNC (5.13); callbacks need func_info."""
     from pybpf.btf_encoder import BTF_FUNC_STATIC, BTFBuilder
@@ -210,6 +210,7 @@ def test_callback_by_pseudo_func(kernel: tuple) -> None:
         assert _load(kernel, text, prog_btf_fd=btf_fd.fileno(), func_info=info) == 0 + 1 + 2 + 3 + 4
 
 
+@pytest.mark.kernel
 def test_arena_address_space_cast(kernel: tuple) -> None:
     syscall, uapi, _ = kernel
     flags, arena = uapi.BPF_F_MMAPABLE, uapi.BPF_MAP_TYPE_ARENA
@@ -219,6 +220,7 @@ def test_arena_address_space_cast(kernel: tuple) -> None:
         assert _load(kernel, text) == 5  # addr_space_cast (6.9)
 
 
+@pytest.mark.kernel
 def test_what_this_kernel_refuses(kernel: tuple) -> None:
     """callx is LLVM's, not the kernel's; a BTF-id ksym needs data symbols in kallsyms."""
     from pybpf.btf import BTF_KIND_VAR

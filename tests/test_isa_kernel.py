@@ -10,7 +10,6 @@ value and the return value must agree.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import struct
@@ -20,9 +19,12 @@ from typing import Callable, Optional
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from policy import require_root
 
 from pybpf import isa
 from pybpf.asm import FP, R0, R1, R2, R3, R6, R8, R9, Asm, Reg
+
+pytestmark = pytest.mark.kernel
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -266,15 +268,9 @@ class Case:
     packet: bytes = bytes(range(64))
 
 
-IN_CI = os.environ.get("CI") == "true"
-
-
 @pytest.fixture(scope="module")
 def kernel() -> object:
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
+    require_root()
     from pybpf import syscall, uapi
 
     return syscall, uapi

@@ -18,7 +18,8 @@ from pybpf.errors import PyBPFError
 from pybpf.object import MapSpec, ObjectSpec, ProgramSpec, prepare
 from pybpf.uapi import BPF_MAP_TYPE_PERCPU_ARRAY
 
-pytestmark = pytest.mark.usefixtures("need_root")
+pytestmark = pytest.mark.kernel
+
 
 # getppid's syscall number (tests may know the ABI of the machine they run on).
 NR_GETPPID = {"x86_64": 110, "aarch64": 173}.get(os.uname().machine)

@@ -18,6 +18,8 @@ from pybpf.loader import LoadedObject
 from pybpf.object import kernel_core_request, prepare
 from pybpf.programs import runqslower
 
+pytestmark = pytest.mark.kernel
+
 PATCHED = re.compile(
     r"relo #(\d+): patched insn #(\d+) \((?:LDX/ST/STX|ALU/ALU64)\) \w+ (\d+) -> (\d+)"
 )

@@ -11,12 +11,12 @@ runs it.  The expected values come from bpftool's bit offsets and sizes.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import struct
 
 import pytest
+from policy import require_root
 from test_runqslower_relocation import bpftool_raw
 
 from pybpf.asm import R0, R6, R7, R8, Asm
@@ -26,6 +26,8 @@ from pybpf.loader import LoadedObject
 from pybpf.object import MapSpec, ObjectSpec, ProgramSpec, prepare
 from pybpf.syscall import prog_test_run
 from pybpf.uapi import BPF_MAP_TYPE_ARRAY
+
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
 
 # Local declarations: some bitfields of each struct, in another order, other units.
 CASES = {
@@ -42,10 +44,7 @@ MEMBER = re.compile(r"^\t'([^']*)' type_id=\d+ bits_offset=(\d+)(?: bitfield_siz
 @pytest.fixture(scope="module")
 def layout() -> dict[str, tuple[int, dict[str, tuple[int, int]]]]:
     """bpftool's view: struct size and (bit offset, bit size) of each member."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run as root")
-        pytest.skip("needs root")
+    require_root()
     out: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {}
     current = None
     for line in bpftool_raw("/sys/kernel/btf/vmlinux"):

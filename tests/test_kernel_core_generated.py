@@ -19,10 +19,10 @@ Cases pybpf refuses (kernel rules) must be refused by the kernel too.
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
+from policy import require_root
 from test_core_gen import Case, generate
 
 from pybpf import isa
@@ -35,6 +35,8 @@ from pybpf.object import ObjectSpec, ProgramSpec, _core_roots, kernel_core_reque
 from pybpf.syscall import btf_load, prog_info, prog_load_log
 from pybpf.uapi import BPF_PROG_TYPE_RAW_TRACEPOINT
 
+pytestmark = pytest.mark.kernel
+
 LINE = re.compile(
     r"relo #(\d+): (?:patched insn #(\d+) \((ALU/ALU64|LDIMM64|LDX/ST/STX)\) (\w+) (\d+) -> (\d+)"
     r"|substituting insn #(\d+) w/ invalid insn)"
@@ -44,10 +46,7 @@ U64 = (1 << 64) - 1
 
 @pytest.fixture(scope="module")
 def vmlinux() -> BTF:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run as root")
-        pytest.skip("needs root")
+    require_root()
     return BTF.kernel()
 
 

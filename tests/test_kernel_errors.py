@@ -12,6 +12,8 @@ from helpers_rq import REPO, kernel_ids, tool_env, wait_gone
 from pybpf import runner
 from pybpf.errors import BTFError
 
+pytestmark = pytest.mark.kernel
+
 REJECTED = """\
 from pybpf.asm import R0, R1, Asm
 from pybpf.object import ObjectSpec, ProgramSpec

@@ -28,7 +28,8 @@ from helpers_rq import (
     wait_gone,
 )
 
-pytestmark = pytest.mark.usefixtures("need_root")
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
+
 
 EVIL = "\x1b[2Jevil\x07"  # clear screen, then a bell: 10 bytes, a valid comm
 EVIL_ESCAPED = "\\x1b[2Jevil\\x07"

@@ -20,7 +20,8 @@ from pybpf import uapi as U
 from pybpf.errors import BPFSyscallError, PyBPFError
 from pybpf.maps import Map, MapSpec, mount_bpffs
 
-pytestmark = pytest.mark.usefixtures("need_root")
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
+
 
 
 def bpftool(*args: str) -> object:

@@ -14,7 +14,8 @@ from pybpf.btf import BTF
 from pybpf.object import MapSpec, ObjectSpec, ProgramSpec, prepare
 from pybpf.uapi import BPF_MAP_TYPE_ARRAY
 
-pytestmark = pytest.mark.usefixtures("need_root")
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
+
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from policy import require_root
 
 from pybpf.asm import FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Asm
 from pybpf.btf import BTF
@@ -22,16 +23,15 @@ from pybpf.errors import PyBPFError
 from pybpf.object import MapSpec, ObjectSpec, ProgramSpec, prepare
 from pybpf.uapi import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_RINGBUF
 
+pytestmark = pytest.mark.kernel
+
 LENGTHS = (5, 13, 24, 61)  # record sizes, not all multiples of 8: the reader must round up
 RING = 4096  # one page: wraps after a few dozen records
 
 
 @pytest.fixture
 def root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
+    require_root()
 
 
 def output_prog(length: int) -> list:

@@ -12,11 +12,11 @@ plus a target where nothing listens.  Without the binary the tests skip, except 
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 
 import pytest
+from policy import IN_CI, unavailable
 from prometheus_server import (
     PrometheusError,
     PrometheusServer,
@@ -24,11 +24,13 @@ from prometheus_server import (
     sample_value,
 )
 
+pytestmark = pytest.mark.oracle("prometheus")
+
 try:
     import prometheus_client
     from prometheus_client.core import HistogramMetricFamily
 except ImportError:  # the exporter's dependency; CI installs it
-    if os.environ.get("CI") == "true":
+    if IN_CI:
         raise
     pytest.skip("prometheus_client is not installed", allow_module_level=True)
 
@@ -46,9 +48,7 @@ JOB = "harness"
 def prometheus_binary() -> str:
     path = find_prometheus()
     if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus binary not found (CI=true: not skipped)")
-        pytest.skip("prometheus binary not found (apt-get install prometheus)")
+        unavailable("prometheus binary not found (CI=true: not skipped)")
     return path
 
 

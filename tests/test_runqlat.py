@@ -31,10 +31,13 @@ from helpers_rq import (
     schedstat,
     tool_env,
 )
+from policy import require_root
 
 from pybpf.asm import R0, R1, R2, R3, Asm
 from pybpf.programs import runqlat
 from pybpf.programs._bits import log2l
+
+pytestmark = pytest.mark.kernel
 
 SPINS_MS = (3, 12)  # the hog's spins, alternately: slots 11 and 13 (us)
 SLEEP_S = 0.006
@@ -122,10 +125,7 @@ def slot_of(us_low: int) -> int:
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One run of the victim and hog, traced by several runqlat at once."""
-    if os.geteuid() != 0:  # (need_root is function-scoped; this fixture is not)
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
+    require_root()
     tmp = tmp_path_factory.mktemp("runqlat")
     cpu = max(os.sched_getaffinity(0))
     others = os.sched_getaffinity(0) - {cpu}

@@ -7,10 +7,13 @@ relocated offsets and sizes must be bpftool's (``btf dump format raw``), not our
 
 from __future__ import annotations
 
+import pytest  # noqa: E402
 from test_runqslower_relocation import kernel  # noqa: F401  (the per-blob fixture)
 
 from pybpf.object import prepare
 from pybpf.programs import runqlat
+
+pytestmark = pytest.mark.oracle("bpftool")
 
 
 def _targets(prepared, kind: str, type_name: str, field: str) -> set:

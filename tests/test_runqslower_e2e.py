@@ -33,7 +33,8 @@ from helpers_rq import (
     wait_gone,
 )
 
-pytestmark = pytest.mark.usefixtures("need_root")
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
+
 
 OUR_PROGRAMS = {"sched_wakeup", "sched_switch"}
 WAKEUP_NEW = ("sched_wakeup_new", "sched_wakeup_ne")  # full name, or cut at 15 bytes

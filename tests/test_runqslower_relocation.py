@@ -21,6 +21,8 @@ from pybpf.btf import BTF
 from pybpf.object import prepare
 from pybpf.programs import runqslower
 
+pytestmark = pytest.mark.oracle("bpftool")
+
 BLOBS = sorted((Path(__file__).resolve().parent.parent / "btf").glob("*.btf.xz"))
 LINE = re.compile(r"^\[(\d+)\] (\w+) '([^']*)'(.*)$")
 MEMBER = re.compile(r"^\t'([^']*)' type_id=(\d+) bits_offset=(\d+)")

@@ -10,12 +10,12 @@ import ctypes
 import errno
 import json
 import os
-import shutil
 import struct
 import subprocess
 import time
 
 import pytest
+from policy import require_tools
 
 from pybpf import maps as M
 from pybpf import perf as P
@@ -23,27 +23,16 @@ from pybpf import syscall as S
 from pybpf import uapi as U
 from pybpf.errors import BPFSyscallError, PyBPFError, VerifierError
 
-IN_CI = os.environ.get("CI") == "true"
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: not skipping)")
-    pytest.skip(reason)
-
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
 
 @pytest.fixture
 def root() -> None:
-    if os.geteuid() != 0:
-        _unavailable("needs root")
+    """(Checked for every test by the kernel marker.)"""
 
 
 @pytest.fixture
 def bpftool(root: None) -> str:
-    path = shutil.which("bpftool")
-    if path is None:
-        _unavailable("needs bpftool as an oracle")
-    return path
+    return require_tools("bpftool")
 
 
 def run_bpftool(bpftool: str, *args: str) -> object:
