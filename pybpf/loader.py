@@ -9,6 +9,7 @@ links and maps: nothing is pinned, so nothing survives the process.
 
 from __future__ import annotations
 
+import errno as _errno
 import re
 from dataclasses import replace
 from typing import Optional, Union
@@ -26,6 +27,7 @@ from .object import (
     program_btf,
 )
 from .syscall import (
+    ENOTSUPP,
     FD,
     PERF_EVENT_IOC_ENABLE,
     PERF_EVENT_IOC_SET_BPF,
@@ -50,6 +52,17 @@ from .uapi import (
 )
 
 BPF_OBJ_NAME_LEN = 16
+
+
+def _memcg_accounting() -> bool:
+    """Whether the kernel charges BPF memory to the memory cgroup (5.11+); when the probe
+    cannot tell (no privileges), the memlock limit is raised anyway: it does no harm."""
+    from . import probes
+
+    try:
+        return probes.have_memcg_accounting()
+    except probes.Inconclusive:
+        return False
 
 
 class LoadedObject:
@@ -86,9 +99,10 @@ class LoadedObject:
 
     # -- load ---------------------------------------------------------------
     def load(self) -> None:
-        warning = bump_memlock_rlimit()
-        if warning:
-            self.warnings.append(warning)
+        if not _memcg_accounting():
+            warning = bump_memlock_rlimit()
+            if warning:
+                self.warnings.append(warning)
         spec = self.prepared.spec
         btf_fd = self._load_program_btf()
         for mspec in spec.maps:
@@ -169,7 +183,7 @@ class LoadedObject:
             ) from None
         except BPFSyscallError as err:
             hint = ""
-            if err.errno == 1 and prog.section.startswith(("fentry/", "fexit/")):  # EPERM
+            if err.errno == _errno.EPERM and prog.section.startswith(("fentry/", "fexit/")):
                 hint = (
                     " (fentry/fexit need BPF trampolines: a kernel with CONFIG_FUNCTION_TRACER"
                     " and DYNAMIC_FTRACE_WITH_DIRECT_CALLS, 5.5+)"
@@ -214,6 +228,10 @@ class LoadedObject:
             self.links.extend(attach_all(prog, fd))
 
 
+# How a kernel answers an attach command or attach type it does not know yet.
+_OLD_KERNEL = (_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP)
+
+
 def attach_program(prog: PreparedProgram, fd: FD) -> FD:
     """Attach and return the one fd that keeps the attachment (see :func:`attach_all`)."""
     fds = attach_all(prog, fd)
@@ -237,7 +255,7 @@ def attach_all(prog: PreparedProgram, fd: FD) -> list[FD]:
         try:
             return [link_create(fd.fileno(), 0, prog.expected_attach_type)]
         except BPFSyscallError as err:
-            if err.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP: old kernel
+            if err.errno not in _OLD_KERNEL:
                 raise
         return [raw_tracepoint_open(fd.fileno())]
     if prog.prog_type == BPF_PROG_TYPE_RAW_TRACEPOINT:
@@ -301,7 +319,7 @@ def _kprobe_event(func: str, retprobe: bool) -> FD:
     try:
         return perf_event_open(attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
     except BPFSyscallError as err:
-        if err.errno == 2:  # ENOENT
+        if err.errno == _errno.ENOENT:
             raise PyBPFError(f"kprobe: no function {func!r} (see /proc/kallsyms)") from None
         raise
 
@@ -312,7 +330,7 @@ def _attach_perf_event(prog: FD, event: FD) -> list[FD]:
         try:
             return [link_create(prog.fileno(), event.fileno(), BPF_PERF_EVENT), event]
         except BPFSyscallError as err:
-            if err.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP: before 5.15
+            if err.errno not in _OLD_KERNEL:  # BPF_PERF_EVENT links: 5.15
                 raise
         ioctl(event.fileno(), PERF_EVENT_IOC_SET_BPF, prog.fileno())
         ioctl(event.fileno(), PERF_EVENT_IOC_ENABLE, 0)

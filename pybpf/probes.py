@@ -2,8 +2,14 @@
 
 Each probe makes the smallest request that only a kernel with the feature accepts (as libbpf's
 ``features.c`` and cilium/ebpf's ``features`` do) rather than comparing version numbers:
-distributions backport.  Results are cached per process; :func:`probe_all` reports them all
-(``name -> bool``).  A probe that fails for lack of privilege reports False.
+distributions backport.  Results are cached per process; :func:`probe_all` reports them all.
+
+A probe has three outcomes: supported (True), missing (False), or inconclusive: the kernel
+refused to answer (EPERM, EACCES) a process without CAP_BPF/CAP_SYS_ADMIN, which says nothing
+about the feature.  Inconclusive raises :class:`Inconclusive` (a :class:`PyBPFError` that says
+what privilege is missing) and is not cached, so a later call with privileges asks again.
+A fully privileged process that is refused gets False: the kernel does refuse the feature
+(e.g. BPF trampolines on a kernel that forbids them).
 """
 
 from __future__ import annotations
@@ -36,16 +42,63 @@ _PROBES: dict[str, tuple[str, Callable[[], bool]]] = {}
 
 _EXIT0 = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
 
+_DENIED = (_errno.EPERM, _errno.EACCES)
+CAP_SYS_ADMIN = 21
+CAP_BPF = 39
+
+
+class Inconclusive(PyBPFError):
+    """The kernel would not answer a probe for lack of privilege: the feature may exist."""
+
+    def __init__(self, feature: str, since: str, err: BPFSyscallError) -> None:
+        super().__init__(f"cannot tell whether this kernel has {feature} (Linux {since}+): {err}")
+        self.feature = feature
+        self.since = since
+        self.errno = err.errno
+
+
+def privileged() -> bool:
+    """CAP_SYS_ADMIN or CAP_BPF in the effective set: a refusal is then the kernel's word."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    caps = int(line.split()[1], 16)
+                    return bool(caps & (1 << CAP_SYS_ADMIN | 1 << CAP_BPF))
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
+class _Denied(Exception):
+    """A probe's request was refused (EPERM/EACCES) to a process without privileges."""
+
+    def __init__(self, err: BPFSyscallError) -> None:
+        self.err = err
+
+
+def _refused(err: BPFSyscallError) -> None:
+    """Raise _Denied when ``err`` is a refusal that says nothing about the feature."""
+    if err.errno in _DENIED and not privileged():
+        raise _Denied(err)
+
+
+def _answer(name: str, since: str, fn: Callable[[], bool]) -> bool:
+    """Run a probe: cached True/False, or Inconclusive (not cached)."""
+    if name not in _cache:
+        try:
+            _cache[name] = bool(fn())
+        except _Denied as denied:
+            raise Inconclusive(name, since, denied.err) from None
+        except (PyBPFError, OSError):
+            _cache[name] = False
+    return _cache[name]
+
 
 def _probe(name: str, since: str) -> Callable[[Callable[[], bool]], Callable[[], bool]]:
     def wrap(fn: Callable[[], bool]) -> Callable[[], bool]:
         def cached() -> bool:
-            if name not in _cache:
-                try:
-                    _cache[name] = bool(fn())
-                except (PyBPFError, OSError):
-                    _cache[name] = False
-            return _cache[name]
+            return _answer(name, since, fn)
 
         cached.__name__ = fn.__name__
         cached.__doc__ = fn.__doc__
@@ -58,7 +111,8 @@ def _probe(name: str, since: str) -> Callable[[Callable[[], bool]], Callable[[],
 def _map_ok(map_type: int, key: int, value: int, entries: int, flags: int = 0) -> bool:
     try:
         _sys.map_create(map_type, key, value, entries, flags).close()
-    except BPFSyscallError:
+    except BPFSyscallError as err:
+        _refused(err)
         return False
     return True
 
@@ -68,6 +122,7 @@ def _load_errno(prog_type: int, **options: object) -> int:
     try:
         _sys.prog_load(prog_type, _EXIT0, "GPL", **options).close()  # type: ignore[arg-type]
     except BPFSyscallError as err:
+        _refused(err)
         return err.errno
     return 0
 
@@ -83,9 +138,26 @@ def have_map_names() -> bool:
     """BPF_MAP_CREATE accepts map_name (4.15)."""
     try:
         _sys.map_create(BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0, "probe").close()
-    except BPFSyscallError:
+    except BPFSyscallError as err:
+        _refused(err)
         return False
     return True
+
+
+@_probe("memcg_accounting", "5.11")
+def have_memcg_accounting() -> bool:
+    """BPF memory charged to the memory cgroup instead of RLIMIT_MEMLOCK (5.11).
+
+    Asked directly: with a memlock soft limit of 0, only such a kernel still creates a map
+    (before, the charge fails with EPERM even for root).  The limit is restored at once."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, hard))
+    try:
+        return _map_ok(BPF_MAP_TYPE_ARRAY, 4, 4, 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
 
 
 @_probe("ringbuf", "5.8")
@@ -97,7 +169,12 @@ def have_ringbuf() -> bool:
 @_probe("batch_ops", "5.6")
 def have_batch_ops() -> bool:
     """BPF_MAP_LOOKUP_BATCH and friends (5.6): many elements per syscall."""
-    with _sys.map_create(BPF_MAP_TYPE_HASH, 4, 4, 4) as fd:
+    try:
+        fd = _sys.map_create(BPF_MAP_TYPE_HASH, 4, 4, 4)
+    except BPFSyscallError as err:
+        _refused(err)
+        raise
+    with fd:
         try:
             _sys.map_lookup_batch(fd.fileno(), 4, 4, 4)
         except BPFSyscallError:
@@ -128,12 +205,7 @@ def have_tp_btf(btf: Optional[BTF] = None) -> bool:
     kernel's ``btf_trace_sched_switch`` typedef loads.  (libbpf's generic TRACING probe, an
     fentry at BTF id 1, is refused with EPERM on some kernels that run tp_btf fine.)
     ``btf``: the running kernel's BTF if already parsed (else it is read)."""
-    if "tp_btf" not in _cache:
-        try:
-            _cache["tp_btf"] = _tp_btf(btf)
-        except (PyBPFError, OSError):
-            _cache["tp_btf"] = False
-    return _cache["tp_btf"]
+    return _answer("tp_btf", "5.5", lambda: _tp_btf(btf))
 
 
 def _tp_btf(btf: Optional[BTF]) -> bool:
@@ -178,6 +250,7 @@ def have_link_create() -> bool:
     try:
         _sys.link_create(0xFFFFFF, 0, 0)
     except BPFSyscallError as err:
+        _refused(err)
         return err.errno == _errno.EBADF
     return True
 
@@ -194,6 +267,7 @@ def have_log_true_size() -> bool:
     size = _sys.ProgLoadAttr.log_true_size.offset + 4
     fd = _sys._bpf_raw(_sys.BPF_PROG_LOAD, attr, size)
     if fd < 0:
+        _refused(BPFSyscallError(_sys.error_message("BPF_PROG_LOAD", -fd), -fd))
         return False
     os.close(fd)
     return attr.log_true_size > 0
@@ -207,7 +281,8 @@ def _btf_blob(types: bytes, strings: bytes) -> bytes:
 def _btf_ok(types: bytes, strings: bytes) -> bool:
     try:
         _sys.btf_load(_btf_blob(types, strings)).close()
-    except BPFSyscallError:
+    except BPFSyscallError as err:
+        _refused(err)
         return False
     return True
 
@@ -264,9 +339,15 @@ def have_btf_enum64() -> bool:
     return _btf_ok(types, b"\0e\0v\0")
 
 
-def probe_all() -> dict[str, bool]:
-    """Every probe's result, by name."""
-    return {name: fn() for name, (_since, fn) in _PROBES.items()}
+def probe_all() -> dict[str, Optional[bool]]:
+    """Every probe's result, by name: True, False, or None when inconclusive."""
+    out: dict[str, Optional[bool]] = {}
+    for name, (_since, fn) in _PROBES.items():
+        try:
+            out[name] = fn()
+        except Inconclusive:
+            out[name] = None
+    return out
 
 
 def probe_versions() -> dict[str, str]:

@@ -628,18 +628,45 @@ def bpf(cmd: int, attr: ctypes.Structure, size: Optional[int] = None) -> int:
     return ret
 
 
+class Kernel:
+    """The three system calls everything here goes through, each returning ``-errno`` on
+    failure.  This is the real kernel; tests put a scripted one in its place
+    (:func:`use_kernel`) to drive the fallback paths that the running kernel never takes."""
+
+    def bpf(self, cmd: int, attr: ctypes.Structure, size: int) -> int:
+        ret = libc().syscall(
+            ctypes.c_long(_syscall_nrs()[0]), ctypes.c_long(cmd), ctypes.byref(attr),
+            ctypes.c_long(size),
+        )  # fmt: skip
+        return -ctypes.get_errno() if ret < 0 else ret
+
+    def perf_event_open(
+        self, attr: PerfEventAttr, pid: int, cpu: int, group_fd: int, flags: int
+    ) -> int:
+        ret = libc().syscall(
+            ctypes.c_long(_syscall_nrs()[1]), ctypes.byref(attr), ctypes.c_long(pid),
+            ctypes.c_long(cpu), ctypes.c_long(group_fd), ctypes.c_ulong(flags),
+        )  # fmt: skip
+        return -ctypes.get_errno() if ret < 0 else ret
+
+    def ioctl(self, fd: int, request: int, arg: int) -> int:
+        ret = libc().ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(arg))
+        return -ctypes.get_errno() if ret < 0 else ret
+
+
+_kernel: Kernel = Kernel()
+
+
+def use_kernel(kernel: Kernel) -> Kernel:
+    """Send every bpf/perf_event_open/ioctl call to ``kernel``; returns the previous one."""
+    global _kernel
+    previous, _kernel = _kernel, kernel
+    return previous
+
+
 def _bpf_raw(cmd: int, attr: ctypes.Structure, size: int) -> int:
     """bpf(2) returning ``-errno`` on failure instead of raising (for retry loops)."""
-    lib = libc()
-    ret = lib.syscall(
-        ctypes.c_long(_syscall_nrs()[0]),
-        ctypes.c_long(cmd),
-        ctypes.byref(attr),
-        ctypes.c_long(size),
-    )
-    if ret < 0:
-        return -ctypes.get_errno()
-    return ret
+    return _kernel.bpf(cmd, attr, size)
 
 
 def perf_event_open(
@@ -648,24 +675,17 @@ def perf_event_open(
     """perf_event_open(2); ``attr.size`` is filled in when left zero."""
     if not attr.size:
         attr.size = ctypes.sizeof(attr)
-    ret = libc().syscall(
-        ctypes.c_long(_syscall_nrs()[1]),
-        ctypes.byref(attr),
-        ctypes.c_long(pid),
-        ctypes.c_long(cpu),
-        ctypes.c_long(group_fd),
-        ctypes.c_ulong(flags),
-    )
+    ret = _kernel.perf_event_open(attr, pid, cpu, group_fd, flags)
     if ret < 0:
-        raise _error(f"perf_event_open(cpu={cpu})", ctypes.get_errno())
+        raise _error(f"perf_event_open(cpu={cpu})", -ret)
     return FD(ret)
 
 
 def ioctl(fd: int, request: int, arg: int = 0) -> int:
     """ioctl(2) with an integer argument (PERF_EVENT_IOC_ENABLE and friends)."""
-    ret = libc().ioctl(ctypes.c_int(int(fd)), ctypes.c_ulong(request), ctypes.c_ulong(arg))
+    ret = _kernel.ioctl(int(fd), request, arg)
     if ret < 0:
-        raise _error(f"ioctl({request:#x})", ctypes.get_errno())
+        raise _error(f"ioctl({request:#x})", -ret)
     return ret
 
 
@@ -1364,25 +1384,13 @@ def link_info(fd: int) -> LinkInfo:
 # host
 
 
-def kernel_release() -> tuple[int, int]:
-    """(major, minor) of the running kernel, from uname ("6.18.44-fc" -> (6, 18))."""
-    parts = os.uname().release.split(".")
-    try:
-        major = int(parts[0])
-        minor = int("".join(c for c in parts[1] if c.isdigit()) or 0) if len(parts) > 1 else 0
-    except ValueError:
-        return (0, 0)
-    return (major, minor)
-
-
 def bump_memlock_rlimit() -> Optional[str]:
-    """Lift RLIMIT_MEMLOCK on kernels < 5.11, which charge BPF memory to it.
+    """Lift RLIMIT_MEMLOCK, which kernels before 5.11 charge BPF maps and programs to (the
+    caller asks :func:`pybpf.probes.have_memcg_accounting` whether it is needed).
 
-    5.11+ charges the memory cgroup instead, so nothing is done there.  Never raises:
-    returns a warning when the limit could not be raised (no CAP_SYS_RESOURCE), else None.
+    Never raises: returns a warning when the limit could not be raised (no
+    CAP_SYS_RESOURCE), else None.
     """
-    if kernel_release() >= (5, 11):
-        return None
     import resource
 
     try:
@@ -1391,8 +1399,8 @@ def bump_memlock_rlimit() -> Optional[str]:
         )
     except (OSError, ValueError) as exc:
         return (
-            f"could not raise RLIMIT_MEMLOCK ({exc}); this kernel (< 5.11) charges BPF maps "
-            "and programs to it, so loads may fail with EPERM"
+            f"could not raise RLIMIT_MEMLOCK ({exc}); this kernel charges BPF maps and "
+            "programs to it (before 5.11), so loads may fail with EPERM"
         )
     return None
 
