@@ -16,52 +16,67 @@ import errno as _errno
 import os
 from typing import Any, Iterator, Optional, Sequence, TypeVar
 
+from .abi import (  # noqa: F401  (re-exported: callers name them pybpf.syscall.X)
+    BPF_BTF_GET_FD_BY_ID,
+    BPF_BTF_GET_NEXT_ID,
+    BPF_BTF_LOAD,
+    BPF_ENABLE_STATS,
+    BPF_ITER_CREATE,
+    BPF_LINK_CREATE,
+    BPF_LINK_DETACH,
+    BPF_LINK_GET_FD_BY_ID,
+    BPF_LINK_GET_NEXT_ID,
+    BPF_LINK_UPDATE,
+    BPF_MAP_CREATE,
+    BPF_MAP_DELETE_BATCH,
+    BPF_MAP_DELETE_ELEM,
+    BPF_MAP_FREEZE,
+    BPF_MAP_GET_FD_BY_ID,
+    BPF_MAP_GET_NEXT_ID,
+    BPF_MAP_GET_NEXT_KEY,
+    BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+    BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+    BPF_MAP_LOOKUP_BATCH,
+    BPF_MAP_LOOKUP_ELEM,
+    BPF_MAP_UPDATE_BATCH,
+    BPF_MAP_UPDATE_ELEM,
+    BPF_OBJ_GET,
+    BPF_OBJ_GET_INFO_BY_FD,
+    BPF_OBJ_PIN,
+    BPF_PROG_ATTACH,
+    BPF_PROG_BIND_MAP,
+    BPF_PROG_DETACH,
+    BPF_PROG_GET_FD_BY_ID,
+    BPF_PROG_GET_NEXT_ID,
+    BPF_PROG_LOAD,
+    BPF_PROG_QUERY,
+    BPF_PROG_TEST_RUN,
+    BPF_RAW_TRACEPOINT_OPEN,
+    BPF_STATS_RUN_TIME,
+    BPF_TASK_FD_QUERY,
+    BPFLinkInfo,
+    BPFMapInfo,
+    BPFProgInfo,
+    BTFLoadAttr,
+    EnableStatsAttr,
+    GetIdAttr,
+    InfoAttr,
+    LinkCreateAttr,
+    MapBatchAttr,
+    MapCreateAttr,
+    MapElemAttr,
+    ObjAttr,
+    ProgLoadAttr,
+    RawTracepointAttr,
+    TestRunAttr,
+    bpf_cmd,
+)
 from .errors import BPFSyscallError, PyBPFError, VerifierError
 from .uapi import BPF_LINK_TYPE_RAW_TRACEPOINT, BPF_LINK_TYPE_TRACING
 
 # --------------------------------------------------------------------------------------------
-# enum bpf_cmd
-BPF_MAP_CREATE = 0
-BPF_MAP_LOOKUP_ELEM = 1
-BPF_MAP_UPDATE_ELEM = 2
-BPF_MAP_DELETE_ELEM = 3
-BPF_MAP_GET_NEXT_KEY = 4
-BPF_PROG_LOAD = 5
-BPF_OBJ_PIN = 6
-BPF_OBJ_GET = 7
-BPF_PROG_ATTACH = 8
-BPF_PROG_DETACH = 9
-BPF_PROG_TEST_RUN = 10
-BPF_PROG_GET_NEXT_ID = 11
-BPF_MAP_GET_NEXT_ID = 12
-BPF_PROG_GET_FD_BY_ID = 13
-BPF_MAP_GET_FD_BY_ID = 14
-BPF_OBJ_GET_INFO_BY_FD = 15
-BPF_PROG_QUERY = 16
-BPF_RAW_TRACEPOINT_OPEN = 17
-BPF_BTF_LOAD = 18
-BPF_BTF_GET_FD_BY_ID = 19
-BPF_TASK_FD_QUERY = 20
-BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
-BPF_MAP_FREEZE = 22
-BPF_BTF_GET_NEXT_ID = 23
-BPF_MAP_LOOKUP_BATCH = 24
-BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
-BPF_MAP_UPDATE_BATCH = 26
-BPF_MAP_DELETE_BATCH = 27
-BPF_LINK_CREATE = 28
-BPF_LINK_UPDATE = 29
-BPF_LINK_GET_FD_BY_ID = 30
-BPF_LINK_GET_NEXT_ID = 31
-BPF_ENABLE_STATS = 32
-BPF_ITER_CREATE = 33
-BPF_LINK_DETACH = 34
-BPF_PROG_BIND_MAP = 35
+_CMD_NAMES = {int(v): v.name for v in bpf_cmd.members().values()}
 
-_CMD_NAMES = {v: k for k, v in globals().items() if k.startswith("BPF_") and isinstance(v, int)}
-
-# enum bpf_stats_type (BPF_ENABLE_STATS, 5.8)
-BPF_STATS_RUN_TIME = 0
 
 # prog_flags
 BPF_F_STRICT_ALIGNMENT = 1 << 0
@@ -298,279 +313,6 @@ _u16 = ctypes.c_uint16
 _u32 = ctypes.c_uint32
 _s32 = ctypes.c_int32
 _u64 = ctypes.c_uint64
-
-
-class MapCreateAttr(ctypes.Structure):
-    """BPF_MAP_CREATE. map_name 4.15, btf_* 4.18, map_extra 5.16, token fds 6.9."""
-
-    _fields_ = [
-        ("map_type", _u32),
-        ("key_size", _u32),
-        ("value_size", _u32),
-        ("max_entries", _u32),
-        ("map_flags", _u32),
-        ("inner_map_fd", _u32),
-        ("numa_node", _u32),
-        ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("map_ifindex", _u32),
-        ("btf_fd", _u32),
-        ("btf_key_type_id", _u32),
-        ("btf_value_type_id", _u32),
-        ("btf_vmlinux_value_type_id", _u32),
-        ("map_extra", _u64),
-        ("value_type_btf_obj_fd", _s32),
-        ("map_token_fd", _s32),
-    ]
-
-
-class MapElemAttr(ctypes.Structure):
-    """BPF_MAP_{LOOKUP,UPDATE,DELETE}_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_MAP_FREEZE (5.2)."""
-
-    _fields_ = [
-        ("map_fd", _u32),
-        ("key", _u64),
-        ("value", _u64),  # also next_key
-        ("flags", _u64),
-    ]
-
-
-class ProgLoadAttr(ctypes.Structure):
-    """BPF_PROG_LOAD. prog_name 4.15, BTF func/line info 5.0, core_relos 5.17,
-    log_true_size 6.4, fd_array_cnt 6.14."""
-
-    _fields_ = [
-        ("prog_type", _u32),
-        ("insn_cnt", _u32),
-        ("insns", _u64),
-        ("license", _u64),
-        ("log_level", _u32),
-        ("log_size", _u32),
-        ("log_buf", _u64),
-        ("kern_version", _u32),
-        ("prog_flags", _u32),
-        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("prog_ifindex", _u32),
-        ("expected_attach_type", _u32),
-        ("prog_btf_fd", _u32),
-        ("func_info_rec_size", _u32),
-        ("func_info", _u64),
-        ("func_info_cnt", _u32),
-        ("line_info_rec_size", _u32),
-        ("line_info", _u64),
-        ("line_info_cnt", _u32),
-        ("attach_btf_id", _u32),
-        ("attach_prog_fd", _u32),  # union with attach_btf_obj_fd
-        ("core_relo_cnt", _u32),
-        ("fd_array", _u64),
-        ("core_relos", _u64),
-        ("core_relo_rec_size", _u32),
-        ("log_true_size", _u32),
-        ("prog_token_fd", _s32),
-        ("fd_array_cnt", _u32),
-    ]
-
-
-class BTFLoadAttr(ctypes.Structure):
-    """BPF_BTF_LOAD (4.18). btf_log_true_size 6.4, btf_flags/btf_token_fd 6.9."""
-
-    _fields_ = [
-        ("btf", _u64),
-        ("btf_log_buf", _u64),
-        ("btf_size", _u32),
-        ("btf_log_size", _u32),
-        ("btf_log_level", _u32),
-        ("btf_log_true_size", _u32),
-        ("btf_flags", _u32),
-        ("btf_token_fd", _s32),
-    ]
-
-
-class _LinkCreateTracing(ctypes.Structure):
-    _fields_ = [("target_btf_id", _u32), ("cookie", _u64)]
-
-
-class _LinkCreatePerfEvent(ctypes.Structure):
-    _fields_ = [("bpf_cookie", _u64)]
-
-
-class _LinkCreateExtra(ctypes.Union):
-    _fields_ = [
-        ("target_btf_id", _u32),
-        ("tracing", _LinkCreateTracing),  # cookie: 5.19
-        ("perf_event", _LinkCreatePerfEvent),  # 5.15
-    ]
-
-
-class LinkCreateAttr(ctypes.Structure):
-    """BPF_LINK_CREATE (5.7; tracing programs through it since 5.10)."""
-
-    _anonymous_ = ("extra",)
-    _fields_ = [
-        ("prog_fd", _u32),
-        ("target_fd", _u32),
-        ("attach_type", _u32),
-        ("flags", _u32),
-        ("extra", _LinkCreateExtra),
-    ]
-
-
-class RawTracepointAttr(ctypes.Structure):
-    """BPF_RAW_TRACEPOINT_OPEN (4.17; name NULL for tp_btf/fentry programs, 5.5)."""
-
-    _fields_ = [("name", _u64), ("prog_fd", _u32), ("_pad", _u32), ("cookie", _u64)]
-
-
-class MapBatchAttr(ctypes.Structure):
-    """BPF_MAP_*_BATCH (5.6)."""
-
-    _fields_ = [
-        ("in_batch", _u64),
-        ("out_batch", _u64),
-        ("keys", _u64),
-        ("values", _u64),
-        ("count", _u32),
-        ("map_fd", _u32),
-        ("elem_flags", _u64),
-        ("flags", _u64),
-    ]
-
-
-class ObjAttr(ctypes.Structure):
-    """BPF_OBJ_PIN / BPF_OBJ_GET (4.4; file_flags 4.15, path_fd 6.5)."""
-
-    _fields_ = [("pathname", _u64), ("bpf_fd", _u32), ("file_flags", _u32), ("path_fd", _s32)]
-
-
-class InfoAttr(ctypes.Structure):
-    """BPF_OBJ_GET_INFO_BY_FD (4.13)."""
-
-    _fields_ = [("bpf_fd", _u32), ("info_len", _u32), ("info", _u64)]
-
-
-class GetIdAttr(ctypes.Structure):
-    """BPF_*_GET_NEXT_ID and BPF_*_GET_FD_BY_ID (4.13; links 5.8)."""
-
-    _fields_ = [("start_id", _u32), ("next_id", _u32), ("open_flags", _u32)]
-
-
-class EnableStatsAttr(ctypes.Structure):
-    """BPF_ENABLE_STATS (5.8)."""
-
-    _fields_ = [("type", _u32)]
-
-
-class TestRunAttr(ctypes.Structure):
-    """BPF_PROG_TEST_RUN (4.12; ctx_in/ctx_out 5.2, flags/cpu 5.10, batch_size 5.18)."""
-
-    __test__ = False  # not a pytest class
-    _fields_ = [
-        ("prog_fd", _u32),
-        ("retval", _u32),
-        ("data_size_in", _u32),
-        ("data_size_out", _u32),
-        ("data_in", _u64),
-        ("data_out", _u64),
-        ("repeat", _u32),
-        ("duration", _u32),
-        ("ctx_size_in", _u32),
-        ("ctx_size_out", _u32),
-        ("ctx_in", _u64),
-        ("ctx_out", _u64),
-        ("flags", _u32),
-        ("cpu", _u32),
-        ("batch_size", _u32),
-    ]
-
-
-class BPFProgInfo(ctypes.Structure):
-    """struct bpf_prog_info (4.13; run_time_ns/run_cnt 5.1, verified_insns 5.16,
-    attach_btf_* 6.0)."""
-
-    _fields_ = [
-        ("type", _u32),
-        ("id", _u32),
-        ("tag", _u8 * BPF_TAG_SIZE),
-        ("jited_prog_len", _u32),
-        ("xlated_prog_len", _u32),
-        ("jited_prog_insns", _u64),
-        ("xlated_prog_insns", _u64),
-        ("load_time", _u64),
-        ("created_by_uid", _u32),
-        ("nr_map_ids", _u32),
-        ("map_ids", _u64),
-        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("ifindex", _u32),
-        ("gpl_compatible", _u32),  # bit 0
-        ("netns_dev", _u64),
-        ("netns_ino", _u64),
-        ("nr_jited_ksyms", _u32),
-        ("nr_jited_func_lens", _u32),
-        ("jited_ksyms", _u64),
-        ("jited_func_lens", _u64),
-        ("btf_id", _u32),
-        ("func_info_rec_size", _u32),
-        ("func_info", _u64),
-        ("nr_func_info", _u32),
-        ("nr_line_info", _u32),
-        ("line_info", _u64),
-        ("jited_line_info", _u64),
-        ("nr_jited_line_info", _u32),
-        ("line_info_rec_size", _u32),
-        ("jited_line_info_rec_size", _u32),
-        ("nr_prog_tags", _u32),
-        ("prog_tags", _u64),
-        ("run_time_ns", _u64),
-        ("run_cnt", _u64),
-        ("recursion_misses", _u64),
-        ("verified_insns", _u32),
-        ("attach_btf_obj_id", _u32),
-        ("attach_btf_id", _u32),
-    ]
-
-
-class BPFMapInfo(ctypes.Structure):
-    """struct bpf_map_info (4.13; btf ids 4.18, map_extra 5.16)."""
-
-    _fields_ = [
-        ("type", _u32),
-        ("id", _u32),
-        ("key_size", _u32),
-        ("value_size", _u32),
-        ("max_entries", _u32),
-        ("map_flags", _u32),
-        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("ifindex", _u32),
-        ("btf_vmlinux_value_type_id", _u32),
-        ("netns_dev", _u64),
-        ("netns_ino", _u64),
-        ("btf_id", _u32),
-        ("btf_key_type_id", _u32),
-        ("btf_value_type_id", _u32),
-        ("btf_vmlinux_id", _u32),
-        ("map_extra", _u64),
-    ]
-
-
-class _LinkInfoRawTp(ctypes.Structure):
-    _fields_ = [("tp_name", _u64), ("tp_name_len", _u32)]
-
-
-class _LinkInfoTracing(ctypes.Structure):
-    _fields_ = [("attach_type", _u32), ("target_obj_id", _u32), ("target_btf_id", _u32)]
-
-
-class _LinkInfoUnion(ctypes.Union):
-    _fields_ = [
-        ("raw_tracepoint", _LinkInfoRawTp),
-        ("tracing", _LinkInfoTracing),
-        ("_raw", _u64 * 8),
-    ]
-
-
-class BPFLinkInfo(ctypes.Structure):
-    """struct bpf_link_info (5.8): common fields plus the raw_tracepoint and tracing parts."""
-
-    _fields_ = [("type", _u32), ("id", _u32), ("prog_id", _u32), ("u", _LinkInfoUnion)]
 
 
 class PerfEventAttr(ctypes.Structure):
@@ -1366,17 +1108,17 @@ def link_info(fd: int) -> LinkInfo:
     obj_get_info_by_fd(fd, info)
     out = LinkInfo(id=info.id, type=info.type, prog_id=info.prog_id)
     if info.type == BPF_LINK_TYPE_RAW_TRACEPOINT:
-        n = info.u.raw_tracepoint.tp_name_len or 256
+        n = info.raw_tracepoint.tp_name_len or 256
         buf = ctypes.create_string_buffer(n)
         info = BPFLinkInfo()
-        info.u.raw_tracepoint.tp_name = ctypes.addressof(buf)
-        info.u.raw_tracepoint.tp_name_len = n
+        info.raw_tracepoint.tp_name = ctypes.addressof(buf)
+        info.raw_tracepoint.tp_name_len = n
         obj_get_info_by_fd(fd, info)
         out.tp_name = _name(buf.value)
     elif info.type == BPF_LINK_TYPE_TRACING:
-        out.attach_type = info.u.tracing.attach_type
-        out.target_obj_id = info.u.tracing.target_obj_id
-        out.target_btf_id = info.u.tracing.target_btf_id
+        out.attach_type = info.tracing.attach_type
+        out.target_obj_id = info.tracing.target_obj_id
+        out.target_btf_id = info.tracing.target_btf_id
     return out
 
 
