@@ -16,7 +16,7 @@ import errno as _errno
 import os
 from typing import Any, Iterator, Optional, Sequence, TypeVar
 
-from .abi import (  # noqa: F401  (re-exported: callers name them pybpf.syscall.X)
+from .abi import (  # noqa: F401  (re-exported: callers use pybpf.syscall.BPF_*)
     BPF_BTF_GET_FD_BY_ID,
     BPF_BTF_GET_NEXT_ID,
     BPF_BTF_LOAD,
@@ -54,6 +54,9 @@ from .abi import (  # noqa: F401  (re-exported: callers name them pybpf.syscall.
     BPF_RAW_TRACEPOINT_OPEN,
     BPF_STATS_RUN_TIME,
     BPF_TASK_FD_QUERY,
+    bpf_cmd,
+)
+from .abi_attrs import (  # noqa: F401  (re-exported)
     BPFLinkInfo,
     BPFMapInfo,
     BPFProgInfo,
@@ -69,7 +72,6 @@ from .abi import (  # noqa: F401  (re-exported: callers name them pybpf.syscall.
     ProgLoadAttr,
     RawTracepointAttr,
     TestRunAttr,
-    bpf_cmd,
 )
 from .errors import BPFSyscallError, PyBPFError, VerifierError
 from .uapi import BPF_LINK_TYPE_RAW_TRACEPOINT, BPF_LINK_TYPE_TRACING

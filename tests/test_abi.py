@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pybpf import abi
+from pybpf import abi, abi_attrs
 
 REPO = Path(__file__).resolve().parent.parent
 NEWEST = max((REPO / "btf").glob("firecracker-*.btf.xz"))
@@ -85,8 +85,8 @@ def test_info_structs_match_bpftool(bpftool_types: dict[str, dict], cls: str) ->
     struct = {"BPFProgInfo": "bpf_prog_info", "BPFMapInfo": "bpf_map_info",
               "BPFLinkInfo": "bpf_link_info", "BPFBTFInfo": "bpf_btf_info"}[cls]  # fmt: skip
     (t,) = [t for t in bpftool_types.values() if t["kind"] == "STRUCT" and t["name"] == struct]
-    assert ctypes.sizeof(getattr(abi, cls)) == t["size"]
-    assert ctypes_members(getattr(abi, cls)) == flat_members(bpftool_types, t["id"])
+    assert ctypes.sizeof(getattr(abi_attrs, cls)) == t["size"]
+    assert ctypes_members(getattr(abi_attrs, cls)) == flat_members(bpftool_types, t["id"])
 
 
 @pytest.mark.oracle("bpftool")
@@ -103,6 +103,6 @@ def test_every_bpf_attr_part_matches_bpftool(bpftool_types: dict[str, dict]) -> 
                           "test": "TestRunAttr", "start_id": "GetIdAttr",
                           "raw_tracepoint": "RawTracepointAttr", "batch": "MapBatchAttr",
                           "map_fd": "MapElemAttr", "info": "InfoAttr"}.items():  # fmt: skip
-        assert ctypes_members(getattr(abi, cls_name)) == by_first[key], cls_name
+        assert ctypes_members(getattr(abi_attrs, cls_name)) == by_first[key], cls_name
         checked += 1
     assert checked == 10

@@ -18,14 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "pybpf"
 
 PURE_MODULES = {
-    "pybpf.errors", "pybpf.uapi", "pybpf.isa", "pybpf.asm", "pybpf.asm_text", "pybpf.disasm",
-    "pybpf.cdecl", "pybpf.btf", "pybpf.btf_encoder", "pybpf.btf_dump", "pybpf.btf_show",
+    "pybpf.errors", "pybpf.abi", "pybpf.uapi", "pybpf.isa", "pybpf.asm", "pybpf.asm_text",
+    "pybpf.disasm", "pybpf.cdecl", "pybpf.btf", "pybpf.btf_encoder", "pybpf.btf_dump",
+    "pybpf.btf_show",
     "pybpf.btf_cache", "pybpf.core", "pybpf.object",
 }  # fmt: skip
 # Every module under these packages is pure too (when the package exists).
 PURE_PACKAGES = ("pybpf.lang", "pybpf.elf")
 KERNEL_FACING = {
-    "pybpf.syscall", "pybpf.maps", "pybpf.perf", "pybpf.ringbuf", "pybpf.probes",
+    "pybpf.abi_attrs", "pybpf.syscall", "pybpf.maps", "pybpf.perf", "pybpf.ringbuf", "pybpf.probes",
     "pybpf.loader", "pybpf.runner", "pybpf.exporter", "pybpf.cli",
 }  # fmt: skip
 FORBIDDEN_STDLIB = {"ctypes"}  # file mmap (the BTF cache) is pure: no syscall into BPF

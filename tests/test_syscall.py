@@ -6,7 +6,6 @@ a CI run must not go green by skipping everything.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -112,12 +111,11 @@ def test_attr_size_covers_last_nonzero_field() -> None:
     # one byte into map_name covers the whole name field
     assert S.attr_size(S.MapCreateAttr(map_name=b"a")) == 44
     assert S.attr_size(S.MapCreateAttr(map_extra=1)) == 72
-    assert S.attr_size(S.MapCreateAttr(map_token_fd=3)) == ctypes.sizeof(S.MapCreateAttr)
+    token_end = S.MapCreateAttr.map_token_fd.offset + 4
+    assert S.attr_size(S.MapCreateAttr(map_token_fd=3)) == token_end
     # output fields are covered on request
     assert S.attr_size(S.ProgLoadAttr(prog_type=1), min_size=144) == 144
-    assert ctypes.sizeof(S.ProgLoadAttr) == 152
-    assert ctypes.sizeof(S.BPFProgInfo) == 232
-    assert ctypes.sizeof(S.BPFMapInfo) == 88
+    # (the layouts themselves are checked against bpftool in test_abi.py)
 
 
 def test_error_message_names_command_and_errno(monkeypatch: pytest.MonkeyPatch) -> None:
