@@ -58,6 +58,9 @@ _EPOLL_CLOEXEC = 0o2000000
 
 # Bytes of the data area one window step covers (the window maps two steps).
 WINDOW_CHUNK = 256 << 10
+# Ring bytes handed to the callback at most per batch: a reader that fell behind by most of a
+# 16 MiB ring drains it in batches, so its Python memory stays bounded by this, not the ring.
+BATCH_BYTES = 256 << 10
 
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
@@ -81,8 +84,9 @@ def epoll_event_type() -> type:
 class RingBuffer(_sys.Closing):
     """Reader of one BPF_MAP_TYPE_RINGBUF map.
 
-    ``on_batch(records)`` receives every record drained in one go as a list of ``bytes``
-    (the exact length the program committed); alternatively ``on_sample(data)`` is called
+    ``on_batch(records)`` receives the records drained in one go as a list of ``bytes``
+    (the exact length the program committed), in batches of at most ~``BATCH_BYTES`` of
+    ring space; alternatively ``on_sample(data)`` is called
     once per record.  The consumer position is published before the callback runs, so the
     kernel can reuse the space while Python formats the batch.
     """
@@ -226,6 +230,7 @@ class RingBuffer(_sys.Closing):
         records: list[bytes] = []
         append = records.append
         win, ws, we = self._win, self._win_start, self._win_end
+        batch_start, delivered = pos, 0
         # One pass up to the producer position read now: a producer faster than Python
         # cannot keep us here forever (the caller polls again).
         while pos < end:
@@ -245,6 +250,16 @@ class RingBuffer(_sys.Closing):
                 # the kernel maps the data area twice: a wrapped record is contiguous here
                 append(win[start - ws : start - ws + size])  # type: ignore[index]
             pos += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
+            if pos - batch_start >= BATCH_BYTES and pos < end:
+                delivered += self._deliver(records, pos)
+                if self._closed:  # the callback closed the reader
+                    return delivered
+                records = []
+                append = records.append
+                batch_start = pos
+        return delivered + self._deliver(records, pos)
+
+    def _deliver(self, records: list[bytes], pos: int) -> int:
         # Records are copied out: hand the space back before the (slow) callback.
         self._cons_pos[0] = pos  # type: ignore[index]  # one store, never a torn/zero value
         if records:

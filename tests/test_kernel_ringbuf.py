@@ -170,6 +170,27 @@ def test_window_slides_over_a_big_ring(loaded_big, batch: int) -> None:
         assert rb.available == 0
 
 
+def test_a_reader_far_behind_drains_in_bounded_batches(loaded_big, monkeypatch) -> None:
+    """3000 records (~120 KiB) behind, with batches capped at 4 KiB of ring space: one
+    consume() hands them all over, in order, in batches none of which exceeds the cap by more
+    than one record, and the consumer position ends at the producer's."""
+    from pybpf import ringbuf
+
+    monkeypatch.setattr(ringbuf, "BATCH_BYTES", 4096)
+    batches: list[list[bytes]] = []
+    want: list[bytes] = []
+    with ringbuf.RingBuffer(loaded_big.maps["rb"].fd, on_batch=batches.append) as rb:
+        for seq in range(0, 3000 * 1000, 1000):
+            n = LENGTHS[seq // 1000 % len(LENGTHS)]
+            assert run(loaded_big, f"out{n}", seq) == 0
+            want.append(expected(seq, n))
+        assert rb.consume() == 3000
+        assert [r for b in batches for r in b] == want
+        assert len(batches) > 20
+        assert all(sum((len(r) + 15) & ~7 for r in b) < 4096 + 72 for b in batches)
+        assert rb.available == 0
+
+
 def vm_rss_kib() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
