@@ -186,21 +186,26 @@ def _hit(cfile: str, identity: bytes, with_data: bool, data: bytes = b"") -> Opt
     import mmap
 
     try:
-        with open(cfile, "rb") as f:
+        with open(cfile, "rb", buffering=0) as f:
             st = os.fstat(f.fileno())
             if st.st_uid != os.geteuid() or st.st_size < _TRAILER.size:
                 return None
-            mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        magic, btf_len, index_len, memo_len, crc, ident = _TRAILER.unpack(mm[-_TRAILER.size:])
-        if magic != _MAGIC or ident.rstrip(b"\0") != _fit(identity).rstrip(b"\0"):
-            return None
-        start = btf_len if with_data else 0
-        body = start + index_len + memo_len
-        if body + _TRAILER.size != len(mm):
-            return None
-        with memoryview(mm) as view, view[:body] as covered:
-            if zlib.crc32(covered) != crc:  # the BTF copy too: a flipped bit is never used
+            f.seek(st.st_size - _TRAILER.size)
+            magic, btf_len, index_len, memo_len, crc, ident = _TRAILER.unpack(
+                f.read(_TRAILER.size))
+            if magic != _MAGIC or ident.rstrip(b"\0") != _fit(identity).rstrip(b"\0"):
                 return None
+            start = btf_len if with_data else 0
+            body = start + index_len + memo_len
+            if body + _TRAILER.size != st.st_size:
+                return None
+            # The CRC of everything, the BTF copy too, so a flipped bit is never used.  Read
+            # through one small buffer rather than the mapping: pages of a mapping count in
+            # RSS once touched, the page cache behind read() does not.
+            f.seek(0)
+            if _crc_of(f, body) != crc:
+                return None
+            mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         tail = mm[start:body]
         memo = marshal.loads(tail[index_len:])
         if not isinstance(memo, dict):
@@ -210,6 +215,21 @@ def _hit(cfile: str, identity: bytes, with_data: bool, data: bytes = b"") -> Opt
         return None
     btf._find_memo = memo
     return btf
+
+
+def _crc_of(f: object, size: int) -> int:
+    """CRC-32 of the next ``size`` bytes of the unbuffered file ``f`` (-1 if it is shorter)."""
+    buf = bytearray(1 << 18)
+    view = memoryview(buf)
+    crc = 0
+    while size > 0:
+        n = f.readinto(view[: min(size, len(buf))])  # type: ignore[attr-defined]
+        if not n:
+            return -1
+        crc = zlib.crc32(view[:n], crc)
+        size -= n
+    view.release()
+    return crc
 
 
 def _remember(cfile: str, btf: BTF, identity: bytes, with_data: bool) -> None:
