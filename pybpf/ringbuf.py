@@ -62,6 +62,11 @@ WINDOW_CHUNK = 256 << 10
 # 16 MiB ring drains it in batches, so its Python memory stays bounded by this, not the ring.
 BATCH_BYTES = 256 << 10
 
+_HDR = BPF_RINGBUF_HDR_SZ
+_BUSY = BPF_RINGBUF_BUSY_BIT
+_DISCARD = BPF_RINGBUF_DISCARD_BIT
+_SIZE_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
+
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 
@@ -227,37 +232,42 @@ class RingBuffer(_sys.Closing):
         mask = self._mask
         pos = _U64.unpack_from(cons, 0)[0]
         end = _U64.unpack_from(prod, 0)[0]
-        records: list[bytes] = []
-        append = records.append
-        win, ws, we = self._win, self._win_start, self._win_end
-        batch_start, delivered = pos, 0
+        batch = BATCH_BYTES
+        delivered = 0
         # One pass up to the producer position read now: a producer faster than Python
-        # cannot keep us here forever (the caller polls again).
+        # cannot keep us here forever (the caller polls again).  Batches of ~BATCH_BYTES.
         while pos < end:
-            off = pos & mask
-            if not ws <= off <= we - BPF_RINGBUF_HDR_SZ:
-                self._window_for(off, BPF_RINGBUF_HDR_SZ)
-                win, ws, we = self._win, self._win_start, self._win_end
-            length = u32(win, off - ws)[0]  # type: ignore[arg-type]
-            if length & BPF_RINGBUF_BUSY_BIT:
-                break  # reserved, not committed yet: later records must wait too
-            size = length & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
-            if not length & BPF_RINGBUF_DISCARD_BIT:
-                start = off + BPF_RINGBUF_HDR_SZ
-                if start + size > we:  # the record runs past the window: move it
-                    self._window_for(off, BPF_RINGBUF_HDR_SZ + size)
-                    win, ws, we = self._win, self._win_start, self._win_end
-                # the kernel maps the data area twice: a wrapped record is contiguous here
-                append(win[start - ws : start - ws + size])  # type: ignore[index]
-            pos += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
-            if pos - batch_start >= BATCH_BYTES and pos < end:
-                delivered += self._deliver(records, pos)
-                if self._closed:  # the callback closed the reader
-                    return delivered
-                records = []
-                append = records.append
-                batch_start = pos
-        return delivered + self._deliver(records, pos)
+            records: list[bytes] = []
+            append = records.append
+            win, ws = self._win, self._win_start
+            span = self._win_end - ws  # offsets below are relative to the window
+            batch_end = min(end, pos + batch)
+            while pos < batch_end:
+                rel = (pos & mask) - ws
+                if rel < 0 or rel > span - _HDR:
+                    self._window_for(pos & mask, _HDR)
+                    win, ws = self._win, self._win_start
+                    span = self._win_end - ws
+                    rel = (pos & mask) - ws
+                length = u32(win, rel)[0]  # type: ignore[arg-type]
+                if length & _BUSY:
+                    end = pos  # reserved, not committed yet: later records must wait too
+                    break
+                size = length & _SIZE_MASK
+                if not length & _DISCARD:
+                    rel += _HDR
+                    if rel + size > span:  # the record runs past the window: move it
+                        self._window_for(pos & mask, _HDR + size)
+                        win, ws = self._win, self._win_start
+                        span = self._win_end - ws
+                        rel = (pos & mask) - ws + _HDR
+                    # the kernel maps the data area twice: a wrapped record is contiguous
+                    append(win[rel : rel + size])  # type: ignore[index]
+                pos += (size + _HDR + 7) & ~7
+            delivered += self._deliver(records, pos)
+            if self._closed:  # the callback closed the reader
+                break
+        return delivered
 
     def _deliver(self, records: list[bytes], pos: int) -> int:
         # Records are copied out: hand the space back before the (slow) callback.

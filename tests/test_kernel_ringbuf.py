@@ -489,8 +489,9 @@ def test_runqslower_object_and_reader_leave_no_fd(root: None, transport: str) ->
     tool = load_tool("runqslower")
     args = argparse.Namespace(min_us=0, transport=transport, attach="tp_btf", previous=False,
                               json=False, pid=None, tid=None, comm=None)  # fmt: skip
+    btf = BTF.kernel()  # before the count: a cached BTF keeps its file mapped (one fd)
     before = open_fds()
-    with LoadedObject(prepare(tool.build(args), BTF.kernel()), tool.rodata(args)) as obj:
+    with LoadedObject(prepare(tool.build(args), btf), tool.rodata(args)) as obj:
         obj.load()
         obj.attach()
         out = io.StringIO()
