@@ -3,10 +3,11 @@
 Each measurement runs in a fresh interpreter (the one running this script; use the real
 ``python3`` and let it cache bytecode: ``env -u PYTHONDONTWRITEBYTECODE``), N times; medians.
 
-* cold: ``BTF.kernel()`` then every look-up runqslower's preparation makes of the kernel's
-  BTF (CO-RE candidates ``task_struct`` and ``task_struct___*``, their members and sizes,
-  ``enum bpf_func_id``, the three ``btf_trace_*`` typedefs down to their FUNC_PROTO); peak
-  RSS above a bare interpreter (``-c pass``) and above one that only imported ``pybpf.btf``;
+* cold: ``BTF.kernel()`` (``PYBPF_BTF_CACHE=0``) then every look-up runqslower's preparation
+  makes of the kernel's BTF (CO-RE candidates ``task_struct`` and ``task_struct___*``, their
+  members and sizes, ``enum bpf_func_id``, the three ``btf_trace_*`` typedefs down to their
+  FUNC_PROTO); peak RSS above a bare interpreter (``-c pass``) and above one that only
+  imported ``pybpf.btf``;
 * index: ``BTF.kernel()`` then ``name_index()`` (every name of vmlinux -> ids);
 * warm: the same look-ups through ``btf_cache.load_cached`` with the cache already written;
 * prepare: all of ``prepare(runqslower, BTF.kernel())`` (CO-RE engine included), cold.
@@ -86,8 +87,10 @@ REPORT = "\nprint(ms, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
 
 def run(kind: str, path: str, cache: str) -> tuple[float, int]:
     code = f"PATH = {path!r}\nCACHE = {cache!r}\n" + CHILD[kind] + REPORT
+    # BTF.kernel() uses the on-disk cache by default: off for the cold measurements
+    env = dict(os.environ, PYBPF_BTF_CACHE="0")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.split()
+                         cwd=ROOT, check=True, env=env).stdout.split()
     return float(out[0]), int(out[1])
 
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from itertools import count
 from typing import Any, Callable, Optional, Union
 
 from . import isa
 from .cdecl import CType, EnumValueRef, FieldRef, core_field_value
 from .errors import AsmError
+from .record import FrozenRecord
 
 # libbpf's enum bpf_core_relo_kind (include/uapi/linux/bpf.h).
 BPF_CORE_FIELD_BYTE_OFFSET = 0
@@ -88,18 +88,20 @@ def _map_ref(ref: MapRef) -> tuple[Optional[str], int]:
     return name, 0
 
 
-@dataclass(frozen=True)
-class CoreAccess:
+class CoreAccess(FrozenRecord):
     """What a CO-RE relocation refers to: a field, a type, or an enumerator.
 
     ``root`` is the local root type (its name, flavor included, is what
     candidates are searched by); ``access`` is libbpf's access string.
     """
 
+    _fields = ("kind", "root", "access", "field")
+    _defaults = {"field": ""}
+
     kind: int
     root: CType
     access: str
-    field: str = ""
+    field: str
 
     @classmethod
     def of_field(cls, kind: int, ref: FieldRef) -> CoreAccess:

@@ -437,12 +437,13 @@ class BTF:
     def kernel(cls, path: PathLike = "/sys/kernel/btf/vmlinux") -> BTF:
         """The running kernel's BTF; a clear error when the kernel was built without it.
 
-        With ``PYBPF_BTF_CACHE=1`` (or a directory) in the environment, the index and
-        look-ups are reused from an on-disk cache (:mod:`pybpf.btf_cache`)."""
+        The index and look-ups are reused from an on-disk cache (:mod:`pybpf.btf_cache`,
+        keyed by the kernel's build ID) unless ``PYBPF_BTF_CACHE=0``."""
         if not os.path.exists(path):
             raise BTFError(f"{os.fspath(path)} not found: this kernel has no BTF "
                            "(CONFIG_DEBUG_INFO_BTF=y is needed, Linux 5.4+)")
-        if os.environ.get("PYBPF_BTF_CACHE", "0") not in ("", "0"):
+        if os.environ.get("PYBPF_BTF_CACHE", "").strip().lower() not in ("0", "off", "no",
+                                                                         "false"):
             from pybpf.btf_cache import load_cached
 
             return load_cached(path)

@@ -354,12 +354,12 @@ class _Layout:
             if bitfield_type is not None and start < unit_end and bits > 0:
                 # unnamed padding bits inside one storage unit, as pahole writes them
                 tcol = type_name(self.btf, bitfield_type)
-                self.line(depth, f"{tcol:<{_TYPE_COL - 8 * (depth - 1)}} :{bits};")
+                self.line(depth, f"{tcol:<{max(_TYPE_COL - 8 * (depth - 1), 0)}} :{bits};")
             if bitfield_type is not None and start == unit_end and bits > 0:
                 tcol = type_name(self.btf, bitfield_type)
                 self.lines.append("")
                 self.line(depth, "/* Force alignment to the next boundary: */")
-                self.line(depth, f"{tcol:<{_TYPE_COL - 8 * (depth - 1)}} :0;")
+                self.line(depth, f"{tcol:<{max(_TYPE_COL - 8 * (depth - 1), 0)}} :0;")
         else:
             byte_gap = (start - end) // 8
         if byte_gap > 0:

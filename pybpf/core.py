@@ -27,7 +27,6 @@ signedness.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 from . import isa
@@ -63,6 +62,7 @@ from .btf import (
     Type,
 )
 from .errors import BTFError, CORERelocationError
+from .record import FrozenRecord
 
 # libbpf's names for the relocation kinds (core_relo_kind_str).
 KIND_NAMES = {
@@ -126,9 +126,10 @@ _RULES = {
 }
 
 
-@dataclass(frozen=True)
-class CoreRelo:
+class CoreRelo(FrozenRecord):
     """One relocation record, as in ``struct bpf_core_relo`` (insn as a slot index)."""
+
+    _fields = ("insn", "type_id", "access", "kind")
 
     insn: int
     type_id: int  # local root type id
@@ -198,26 +199,32 @@ class Candidate:
         return f"<Candidate {self.btf_name}[{self.type_id}] {self.type_name}: {verdict}>"
 
 
-@dataclass(frozen=True)
-class CoreResult:
+class CoreResult(FrozenRecord):
     """The outcome of one relocation (libbpf's ``struct bpf_core_relo_res``).
 
     ``orig_val``/``new_val`` are unsigned 64-bit as in libbpf; ``new_val`` is None
     when the instruction is poisoned.  ``reason`` says why it was poisoned."""
 
+    _fields = ("orig_val", "new_val", "orig_sz", "new_sz", "orig_type_id", "new_type_id", "poison",
+               "validate", "fail_memsz_adjust", "target_type_id", "target_spec", "reason",
+               "candidates")
+    _defaults = {"orig_sz": 0, "new_sz": 0, "orig_type_id": 0, "new_type_id": 0, "poison": False,
+                 "validate": True, "fail_memsz_adjust": False, "target_type_id": 0,
+                 "target_spec": "", "reason": "", "candidates": ()}
+
     orig_val: int
     new_val: Optional[int]
-    orig_sz: int = 0
-    new_sz: int = 0
-    orig_type_id: int = 0
-    new_type_id: int = 0
-    poison: bool = False
-    validate: bool = True
-    fail_memsz_adjust: bool = False
-    target_type_id: int = 0
-    target_spec: str = ""
-    reason: str = ""
-    candidates: tuple[Candidate, ...] = ()
+    orig_sz: int
+    new_sz: int
+    orig_type_id: int
+    new_type_id: int
+    poison: bool
+    validate: bool
+    fail_memsz_adjust: bool
+    target_type_id: int
+    target_spec: str
+    reason: str
+    candidates: tuple[Candidate, ...]
 
 
 # ------------------------------------------------------------------ names
@@ -872,9 +879,7 @@ def _show(r: CoreResult) -> str:
 
 
 def _replace(r: CoreResult, **changes: object) -> CoreResult:
-    from dataclasses import replace
-
-    return replace(r, **changes)
+    return r._replace(**changes)
 
 
 # ------------------------------------------------------------------ words

@@ -12,8 +12,9 @@ resolves them.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
 from typing import Any, Optional
+
+from .record import FrozenRecord
 
 # Instruction classes (low 3 bits of the opcode).
 BPF_LD = 0x00
@@ -126,8 +127,7 @@ def opcode_class(opcode: int) -> int:
     return opcode & 0x07
 
 
-@dataclass(frozen=True)
-class Instruction:
+class Instruction(FrozenRecord):
     """One eBPF instruction.
 
     ``label`` names a jump target (for ``BPF_JMP``/``BPF_JMP32`` jumps) that the
@@ -137,18 +137,39 @@ class Instruction:
     value the relocation engine patches in.
     """
 
+    _fields = ("opcode", "dst", "src", "off", "imm", "label", "helper", "map", "core",
+               "comment", "raw")
     opcode: int
-    dst: int = 0
-    src: int = 0
-    off: int = 0
-    imm: int = 0
-    label: Optional[str] = None
-    helper: Optional[str] = None
-    map: Optional[str] = None
-    core: Any = None
-    comment: Optional[str] = None
+    dst: int
+    src: int
+    off: int
+    imm: int
+    label: Optional[str]
+    helper: Optional[str]
+    map: Optional[str]
+    core: Any
+    comment: Optional[str]
     #: 8 bytes that are no instruction (``.quad`` in assembly text); fields are ignored
-    raw: Optional[bytes] = None
+    raw: Optional[bytes]
+
+    def __init__(
+        self, opcode: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0,
+        label: Optional[str] = None, helper: Optional[str] = None, map: Optional[str] = None,
+        core: Any = None, comment: Optional[str] = None, raw: Optional[bytes] = None,
+    ) -> None:  # fmt: skip
+        # written out (not Record's generic __init__): hundreds are made per program
+        _set = object.__setattr__
+        _set(self, "opcode", opcode)
+        _set(self, "dst", dst)
+        _set(self, "src", src)
+        _set(self, "off", off)
+        _set(self, "imm", imm)
+        _set(self, "label", label)
+        _set(self, "helper", helper)
+        _set(self, "map", map)
+        _set(self, "core", core)
+        _set(self, "comment", comment)
+        _set(self, "raw", raw)
 
     @property
     def is_ld_imm64(self) -> bool:
@@ -169,7 +190,7 @@ class Instruction:
         return SIZE_BYTES[self.opcode & 0x18]
 
     def with_(self, **changes: Any) -> Instruction:
-        return replace(self, **changes)
+        return self._replace(**changes)
 
     def encode(self) -> bytes:
         """Little-endian bytes of this instruction (8, or 16 for LD_IMM64)."""

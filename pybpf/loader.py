@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno as _errno
 import re
-from dataclasses import replace
 from typing import Optional, Union
 
 from . import isa
@@ -108,7 +107,7 @@ class LoadedObject:
         for mspec in spec.maps:
             if mspec.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and mspec.max_entries == 0:
                 # One slot per possible CPU, as libbpf sizes perf event arrays.
-                mspec = replace(mspec, max_entries=max(possible_cpus()) + 1)
+                mspec = mspec._replace(max_entries=max(possible_cpus()) + 1)
             self.maps[mspec.name] = self._create_map(mspec)
         if spec.rodata is not None:
             rodata = self._create_map(spec.rodata.map_spec())
@@ -138,9 +137,9 @@ class LoadedObject:
         types = self._prog_btf.map_types.get(mspec.name)
         if self._btf_fd is not None and types is not None:
             try:
-                return Map.create(replace(mspec, btf_fd=self._btf_fd.fileno(),
-                                          btf_key_type_id=types[0],
-                                          btf_value_type_id=types[1]))
+                return Map.create(mspec._replace(btf_fd=self._btf_fd.fileno(),
+                                                 btf_key_type_id=types[0],
+                                                 btf_value_type_id=types[1]))
             except BPFSyscallError as err:
                 self.warnings.append(f"map {mspec.name}: created without BTF: {err}")
         return Map.create(mspec)

@@ -12,7 +12,6 @@ patches fds in and calls ``BPF_PROG_LOAD``.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 from . import cdecl as _cd
@@ -42,6 +41,7 @@ from .core import (
     poison_reason,
 )
 from .errors import BTFError, CORERelocationError, PyBPFError
+from .record import Factory, FrozenRecord, Record
 from .uapi import (
     BPF_F_RDONLY_PROG,
     BPF_MAP_TYPE_ARRAY,
@@ -55,26 +55,31 @@ from .uapi import (
 )
 
 
-@dataclass
-class MapSpec:
+class MapSpec(Record):
     """A map as a program declares it (libbpf's ``SEC(".maps")`` struct), before it
     exists in the kernel."""
+
+    _fields = ("name", "map_type", "key_size", "value_size", "max_entries", "flags", "btf_fd",
+               "btf_key_type_id", "btf_value_type_id", "inner_map_fd", "map_extra", "key_type",
+               "value_type")
+    _defaults = {"flags": 0, "btf_fd": 0, "btf_key_type_id": 0, "btf_value_type_id": 0,
+                 "inner_map_fd": 0, "map_extra": 0, "key_type": None, "value_type": None}
 
     name: str
     map_type: int
     key_size: int
     value_size: int
     max_entries: int
-    flags: int = 0
-    btf_fd: int = 0
-    btf_key_type_id: int = 0
-    btf_value_type_id: int = 0
-    inner_map_fd: int = 0
-    map_extra: int = 0
+    flags: int
+    btf_fd: int
+    btf_key_type_id: int
+    btf_value_type_id: int
+    inner_map_fd: int
+    map_extra: int
     # C types of key and value for the map's BTF (``bpftool map dump`` prints typed
     # entries); when None, a 1/2/4/8-byte key or value is described as __u8.._u64.
-    key_type: Optional[CType] = None
-    value_type: Optional[CType] = None
+    key_type: Optional[CType]
+    value_type: Optional[CType]
 
 
 class Globals:
@@ -133,36 +138,43 @@ class Globals:
         return bytes(buf)
 
 
-@dataclass
-class ProgramSpec:
+class ProgramSpec(Record):
     """One program: a libbpf-style section name and its instructions."""
+
+    _fields = ("name", "section", "insns", "license")
+    _defaults = {"license": "GPL"}
 
     name: str
     section: str  # "tp_btf/sched_switch", "raw_tp/sched_switch"
     insns: list[isa.Instruction]
-    license: str = "GPL"
+    license: str
 
     @property
     def attach_point(self) -> str:
         return self.section.split("/", 1)[1] if "/" in self.section else ""
 
 
-@dataclass
-class ObjectSpec:
+class ObjectSpec(Record):
+    _fields = ("name", "programs", "maps", "rodata")
+    _defaults = {"maps": Factory(list), "rodata": None}
+
     name: str
     programs: list[ProgramSpec]
-    maps: list[MapSpec] = field(default_factory=list)
-    rodata: Optional[Globals] = None
+    maps: list[MapSpec]
+    rodata: Optional[Globals]
 
 
 
-@dataclass(frozen=True)
-class Relocation:
+class Relocation(FrozenRecord):
     """One CO-RE relocation as ``pybpf explain`` shows it.
 
     ``target`` is None when the instruction was poisoned (``reason`` says why);
     ``spec`` is the matched target access (libbpf's format), ``candidates``
     every target type considered, for ``explain -v``."""
+
+    _fields = ("program", "insn", "kind", "type", "field", "access", "local", "target", "reason",
+               "spec", "candidates")
+    _defaults = {"reason": "", "spec": "", "candidates": ()}
 
     program: str
     insn: int
@@ -172,9 +184,9 @@ class Relocation:
     access: str
     local: int
     target: Optional[int]
-    reason: str = ""
-    spec: str = ""
-    candidates: tuple[Candidate, ...] = ()
+    reason: str
+    spec: str
+    candidates: tuple[Candidate, ...]
 
     def as_dict(self, verbose: bool = False) -> dict[str, object]:
         d: dict[str, object] = {
@@ -193,8 +205,10 @@ class Relocation:
         return d
 
 
-@dataclass
-class PreparedProgram:
+class PreparedProgram(Record):
+    _fields = ("name", "section", "prog_type", "expected_attach_type", "attach_btf_id",
+               "attach_point", "insns", "license", "relocations", "core_relos")
+
     name: str
     section: str
     prog_type: int
@@ -207,8 +221,9 @@ class PreparedProgram:
     core_relos: list[CoreRelo]  # what BPF_PROG_LOAD's core_relos would carry (local values)
 
 
-@dataclass
-class PreparedObject:
+class PreparedObject(Record):
+    _fields = ("spec", "programs", "local_btf")
+
     spec: ObjectSpec
     programs: list[PreparedProgram]
     local_btf: bytes
@@ -369,8 +384,7 @@ def prepare(
     return PreparedObject(spec, prepared, local_bytes)
 
 
-@dataclass
-class KernelCoreRequest:
+class KernelCoreRequest(Record):
     """What BPF_PROG_LOAD needs to let the kernel relocate a program itself (5.17+).
 
     The kernel runs libbpf's own ``relo_core.c``; comparing its answers with
@@ -378,6 +392,8 @@ class KernelCoreRequest:
     values (the kernel insists), the program BTF holds the local types, a
     FUNC for ``func_info`` (without it the kernel ignores program BTF) and the
     access strings that ``core_relos`` point into."""
+
+    _fields = ("btf", "func_info", "core_relos", "insns")
 
     btf: bytes
     func_info: bytes
@@ -441,8 +457,7 @@ def kernel_core_request(spec: ObjectSpec, program: str, target: BTF) -> KernelCo
 
 
 # --------------------------------------------------------------------------- program BTF
-@dataclass
-class ProgramBTF:
+class ProgramBTF(Record):
     """The object's own BTF (what clang puts in a ``.bpf.o``'s ``.BTF``), for BPF_BTF_LOAD.
 
     ``func_info``: per program, its ``struct bpf_func_info`` (one FUNC at insn 0): with it
@@ -450,6 +465,8 @@ class ProgramBTF:
     ``prog_name``) and a btf_id (5.0).  ``map_types``: per map, the (key, value) type ids
     for BPF_MAP_CREATE (typed ``bpftool map dump``); ``.rodata`` has key 0 and a DATASEC
     value, the kernel's rule for global-data maps (5.2)."""
+
+    _fields = ("btf", "func_info", "map_types")
 
     btf: bytes
     func_info: dict[str, bytes]

@@ -4,9 +4,15 @@ One ring shared by every CPU (``kernel/bpf/ringbuf.c``).  User space maps it in 
 
 - offset 0, one page, read-write: ``consumer_pos`` (u64 at 0), which only the reader advances;
 - offset one page, read-only: the producer page (``producer_pos`` at 0), then the data area.
-  The kernel offers the data area twice back to back (so a record that wraps is contiguous);
-  this reader maps it once, which halves the memory the mapping adds to the process's RSS
-  (the kernel maps every page at mmap time), and joins the two pieces of a wrapped record.
+  The kernel offers the data area twice back to back (so a record that wraps is contiguous).
+
+The kernel maps every page of a ring-buffer mapping at ``mmap`` time, so each mapped page
+counts in the process's RSS from the start: a 16 MiB ring mapped whole costs 16 MiB of RSS
+(32 MiB twice over).  This reader maps the producer page on its own and the data area through
+a sliding *window* (by default 512 KiB: two 256 KiB chunks of the doubled area, moved as the
+consumer advances; a record larger than the window gets a window of its own), so its RSS does
+not grow with the ring's size while the ring keeps its full capacity in the kernel.  At 400k
+records of 56 bytes per second the window moves ~90 times a second (one munmap + mmap each).
 
 Each record starts with an 8-byte header: ``u32 len`` whose bit 31 (BPF_RINGBUF_BUSY_BIT)
 says the producer has reserved but not yet committed it and bit 30 (BPF_RINGBUF_DISCARD_BIT)
@@ -50,6 +56,17 @@ _EPOLLIN = 0x001
 _EPOLL_CTL_ADD = 1
 _EPOLL_CLOEXEC = 0o2000000
 
+# Bytes of the data area one window step covers (the window maps two steps).
+WINDOW_CHUNK = 256 << 10
+# Ring bytes handed to the callback at most per batch: a reader that fell behind by most of a
+# 16 MiB ring drains it in batches, so its Python memory stays bounded by this, not the ring.
+BATCH_BYTES = 256 << 10
+
+_HDR = BPF_RINGBUF_HDR_SZ
+_BUSY = BPF_RINGBUF_BUSY_BIT
+_DISCARD = BPF_RINGBUF_DISCARD_BIT
+_SIZE_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
+
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 
@@ -72,8 +89,9 @@ def epoll_event_type() -> type:
 class RingBuffer(_sys.Closing):
     """Reader of one BPF_MAP_TYPE_RINGBUF map.
 
-    ``on_batch(records)`` receives every record drained in one go as a list of ``bytes``
-    (the exact length the program committed); alternatively ``on_sample(data)`` is called
+    ``on_batch(records)`` receives the records drained in one go as a list of ``bytes``
+    (the exact length the program committed), in batches of at most ~``BATCH_BYTES`` of
+    ring space; alternatively ``on_sample(data)`` is called
     once per record.  The consumer position is published before the callback runs, so the
     kernel can reuse the space while Python formats the batch.
     """
@@ -84,6 +102,7 @@ class RingBuffer(_sys.Closing):
         *,
         on_sample: Optional[Callable[[bytes], None]] = None,
         on_batch: Optional[Callable[[list[bytes]], None]] = None,
+        window_chunk: int = WINDOW_CHUNK,
     ) -> None:
         if (on_sample is None) == (on_batch is None):
             raise PyBPFError("ring buffer: give exactly one of on_sample and on_batch")
@@ -100,6 +119,9 @@ class RingBuffer(_sys.Closing):
         self._cons: Optional[mmap.mmap] = None
         self._cons_pos: Optional[memoryview] = None
         self._prod: Optional[mmap.mmap] = None
+        self._win: Optional[mmap.mmap] = None
+        self._win_start = self._win_end = 0  # data offsets the window covers
+        self._chunk = window_chunk
         self._map = _sys.FD(os.dup(map_fd.fileno() if hasattr(map_fd, "fileno") else map_fd))
         try:
             self._open()
@@ -117,18 +139,17 @@ class RingBuffer(_sys.Closing):
         page = mmap.PAGESIZE
         self.size = info.max_entries
         self._mask = self.size - 1
+        if self._chunk <= 0 or self._chunk % page:
+            raise PyBPFError(f"ring buffer window chunk must be a multiple of {page} bytes")
+        self._chunk = min(self._chunk, self.size)  # both powers of two: chunk divides size
+        self._name = info.name
         fd = self._map.fileno()
         try:
             self._cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            self._prod = mmap.mmap(
-                fd, page + self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
-            )
+            self._prod = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         except OSError as exc:
-            raise BPFSyscallError(
-                _sys.error_message(f"mmap ring buffer {info.name!r}", exc.errno or 0),
-                exc.errno or 0,
-            ) from None
-        self._data = page  # the data area starts one page into the producer mapping
+            raise self._mmap_error(exc) from None
+        self._map_window(0, 2 * self._chunk)
         # consumer_pos is stored through a u64 view: one 8-byte store.  struct.pack_into
         # zero-fills its destination before it writes the value (CPython's s_pack_internal
         # memsets the whole item first), so for a moment the kernel would see consumer_pos
@@ -145,6 +166,34 @@ class RingBuffer(_sys.Closing):
             err = ctypes.get_errno()
             raise BPFSyscallError(_sys.error_message("epoll_ctl", err), err)
         self._events = (ev_type * 1)()
+
+    def _mmap_error(self, exc: OSError) -> BPFSyscallError:
+        return BPFSyscallError(
+            _sys.error_message(f"mmap ring buffer {self._name!r}", exc.errno or 0),
+            exc.errno or 0,
+        )
+
+    def _map_window(self, start: int, length: int) -> None:
+        """Map ``length`` bytes of the doubled data area from data offset ``start`` (both
+        page multiples, ``start + length <= 2 * size``), unmapping the previous window
+        first so that the two never count in RSS together."""
+        if self._win is not None:
+            self._win.close()
+            self._win = None
+        page = mmap.PAGESIZE
+        try:
+            self._win = mmap.mmap(self._map.fileno(), length, mmap.MAP_SHARED, mmap.PROT_READ,
+                                  offset=2 * page + start)
+        except OSError as exc:
+            raise self._mmap_error(exc) from None
+        self._win_start, self._win_end = start, start + length
+
+    def _window_for(self, off: int, length: int) -> None:
+        """A window holding data bytes ``off .. off + length`` (``off < size``)."""
+        start = off - off % self._chunk
+        need = off + length - start
+        span = max(2 * self._chunk, -(-need // mmap.PAGESIZE) * mmap.PAGESIZE)
+        self._map_window(start, span)
 
     def fileno(self) -> int:
         """The epoll fd (readable when the kernel sent a wakeup), for other event loops."""
@@ -180,26 +229,47 @@ class RingBuffer(_sys.Closing):
         cons, prod = self._cons, self._prod
         assert cons is not None and prod is not None
         u32 = _U32.unpack_from
-        base, mask, limit = self._data, self._mask, self._data + self.size
+        mask = self._mask
         pos = _U64.unpack_from(cons, 0)[0]
         end = _U64.unpack_from(prod, 0)[0]
-        records: list[bytes] = []
-        append = records.append
+        batch = BATCH_BYTES
+        delivered = 0
         # One pass up to the producer position read now: a producer faster than Python
-        # cannot keep us here forever (the caller polls again).
+        # cannot keep us here forever (the caller polls again).  Batches of ~BATCH_BYTES.
         while pos < end:
-            off = base + (pos & mask)
-            length = u32(prod, off)[0]
-            if length & BPF_RINGBUF_BUSY_BIT:
-                break  # reserved, not committed yet: later records must wait too
-            size = length & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
-            if not length & BPF_RINGBUF_DISCARD_BIT:
-                start = off + BPF_RINGBUF_HDR_SZ  # the 8-byte header never wraps
-                if start + size <= limit:
-                    append(prod[start : start + size])
-                else:  # wraps around the end: join the two pieces
-                    append(prod[start:limit] + prod[base : base + start + size - limit])
-            pos += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
+            records: list[bytes] = []
+            append = records.append
+            win, ws = self._win, self._win_start
+            span = self._win_end - ws  # offsets below are relative to the window
+            batch_end = min(end, pos + batch)
+            while pos < batch_end:
+                rel = (pos & mask) - ws
+                if rel < 0 or rel > span - _HDR:
+                    self._window_for(pos & mask, _HDR)
+                    win, ws = self._win, self._win_start
+                    span = self._win_end - ws
+                    rel = (pos & mask) - ws
+                length = u32(win, rel)[0]  # type: ignore[arg-type]
+                if length & _BUSY:
+                    end = pos  # reserved, not committed yet: later records must wait too
+                    break
+                size = length & _SIZE_MASK
+                if not length & _DISCARD:
+                    rel += _HDR
+                    if rel + size > span:  # the record runs past the window: move it
+                        self._window_for(pos & mask, _HDR + size)
+                        win, ws = self._win, self._win_start
+                        span = self._win_end - ws
+                        rel = (pos & mask) - ws + _HDR
+                    # the kernel maps the data area twice: a wrapped record is contiguous
+                    append(win[rel : rel + size])  # type: ignore[index]
+                pos += (size + _HDR + 7) & ~7
+            delivered += self._deliver(records, pos)
+            if self._closed:  # the callback closed the reader
+                break
+        return delivered
+
+    def _deliver(self, records: list[bytes], pos: int) -> int:
         # Records are copied out: hand the space back before the (slow) callback.
         self._cons_pos[0] = pos  # type: ignore[index]  # one store, never a torn/zero value
         if records:
@@ -214,10 +284,10 @@ class RingBuffer(_sys.Closing):
         if self._cons_pos is not None:
             self._cons_pos.release()  # an exported buffer would make mmap.close() fail
             self._cons_pos = None
-        for mm in (self._cons, self._prod):
+        for mm in (self._cons, self._prod, self._win):
             if mm is not None:
                 mm.close()
-        self._cons = self._prod = None
+        self._cons = self._prod = self._win = None
         if self._epfd >= 0:
             os.close(self._epfd)
             self._epfd = -1

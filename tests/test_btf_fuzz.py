@@ -189,3 +189,18 @@ def test_show_bounded_on_exponential_nesting() -> None:
     except BTFError as e:
         assert "longer than" in str(e)
     assert time.monotonic() - start < 10
+
+
+def test_show_deeply_nested_bitfield_padding() -> None:
+    """Found by bench/fuzz.py: padding bits between bitfields of an anonymous struct nested
+    five deep made the type column's width negative (a format-spec ValueError, not a
+    BTFError).  The column shrinks to nothing instead, as pahole's does."""
+    b = BTFBuilder()
+    i = b.add_int("int", 4, signed=True)
+    inner = b.add_struct("", 4, [("a", i, 0, 3), ("b", i, 8, 4)])
+    for _ in range(4):
+        inner = b.add_struct("", 4, [("", inner, 0)])
+    top = b.add_struct("deep", 4, [("", inner, 0)])
+    text = show(BTF.from_bytes(b.encode()), str(top))
+    assert "int :5;" in text.replace("\t", "").replace("  ", " ")
+    assert "a:3;" in text.replace(" ", "") and "b:4;" in text.replace(" ", "")

@@ -132,6 +132,93 @@ def test_records_in_order_across_many_wraparounds(loaded) -> None:
         assert rb.available == 0
 
 
+BIG = 64 * 4096  # 16 windows of one page: records cross window and page boundaries
+
+
+@pytest.fixture
+def loaded_big(root: None):
+    from pybpf.loader import LoadedObject
+
+    progs = [ProgramSpec(f"out{n}", "raw_tp/sys_enter", output_prog(n)) for n in LENGTHS]
+    spec = ObjectSpec("rbbig", progs, maps=[MapSpec("rb", BPF_MAP_TYPE_RINGBUF, 0, 0, BIG)])
+    with LoadedObject(prepare(spec, BTF.kernel())) as obj:
+        obj.load()
+        yield obj
+
+
+@pytest.mark.parametrize("batch", [1, 300, 3000])
+def test_window_slides_over_a_big_ring(loaded_big, batch: int) -> None:
+    """A ring of 64 pages read through a window of two one-page chunks: every record comes
+    out in order, byte for byte, whether the reader keeps up (batch 1), lags by a few
+    windows (300 records) or by most of the ring (3000 records), across three wraps."""
+    from pybpf.ringbuf import RingBuffer
+
+    got: list[bytes] = []
+    want: list[bytes] = []
+    with RingBuffer(loaded_big.maps["rb"].fd, on_sample=got.append, window_chunk=4096) as rb:
+        assert rb.size == BIG
+        seq = 0
+        while len(want) < 24000:  # ~40 bytes each: ~3.5 times around the ring
+            for i in range(batch):
+                n = LENGTHS[(seq // 1000 + i) % len(LENGTHS)]
+                assert run(loaded_big, f"out{n}", seq) == 0
+                want.append(expected(seq, n))
+                seq += 1000
+            assert rb.consume() == batch
+            assert rb._win_end - rb._win_start == 2 * 4096  # never more than two chunks mapped
+        assert got == want
+        assert rb.available == 0
+
+
+def test_a_reader_far_behind_drains_in_bounded_batches(loaded_big, monkeypatch) -> None:
+    """3000 records (~120 KiB) behind, with batches capped at 4 KiB of ring space: one
+    consume() hands them all over, in order, in batches none of which exceeds the cap by more
+    than one record, and the consumer position ends at the producer's."""
+    from pybpf import ringbuf
+
+    monkeypatch.setattr(ringbuf, "BATCH_BYTES", 4096)
+    batches: list[list[bytes]] = []
+    want: list[bytes] = []
+    with ringbuf.RingBuffer(loaded_big.maps["rb"].fd, on_batch=batches.append) as rb:
+        for seq in range(0, 3000 * 1000, 1000):
+            n = LENGTHS[seq // 1000 % len(LENGTHS)]
+            assert run(loaded_big, f"out{n}", seq) == 0
+            want.append(expected(seq, n))
+        assert rb.consume() == 3000
+        assert [r for b in batches for r in b] == want
+        assert len(batches) > 20
+        assert all(sum((len(r) + 15) & ~7 for r in b) < 4096 + 72 for b in batches)
+        assert rb.available == 0
+
+
+def vm_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_16_mib_ring_does_not_cost_16_mib_of_rss(root: None) -> None:
+    """The kernel maps every page of a ring-buffer mapping at mmap time (each counts in RSS):
+    the reader's windowed mapping keeps a 16 MiB ring's reader under 1 MiB of RSS, where
+    mapping the data area once would add 16 MiB (/proc/self/status VmRSS is the oracle)."""
+    from pybpf.maps import Map
+    from pybpf.ringbuf import RingBuffer
+
+    with Map.create(MapSpec("rb16", BPF_MAP_TYPE_RINGBUF, 0, 0, 16 << 20)) as m:
+        before = vm_rss_kib()
+        with RingBuffer(m.fd, on_sample=lambda data: None) as rb:
+            grown = vm_rss_kib() - before
+            assert rb.size == 16 << 20
+        assert grown < 1024, f"reader of a 16 MiB ring added {grown} KiB of RSS"
+        import mmap
+
+        whole = mmap.mmap(m.fd, 16 << 20, mmap.MAP_SHARED, mmap.PROT_READ,
+                          offset=2 * mmap.PAGESIZE)
+        try:  # the oracle's premise: mapping it whole does cost the pages
+            assert vm_rss_kib() - before > 15 * 1024
+        finally:
+            whole.close()
+
+
 def test_batch_callback_gets_one_list(loaded) -> None:
     from pybpf.ringbuf import RingBuffer
 
@@ -307,7 +394,8 @@ def test_busy_record_holds_back_later_records(busy) -> None:
         busy.maps["gate"].update(struct.pack("<I", 0), struct.pack("<Q", value))
 
     def header(pos: int) -> int:
-        return struct.unpack_from("=I", rb._prod, rb._data + (pos & (RING - 1)))[0]
+        # the reader's data window (a one-page ring: the whole doubled data area)
+        return struct.unpack_from("=I", rb._win, (pos & (RING - 1)) - rb._win_start)[0]
 
     def cons_pos() -> int:
         return struct.unpack_from("=Q", rb._cons, 0)[0]
@@ -367,7 +455,7 @@ def test_close_is_idempotent_and_releases_fds(loaded) -> None:
     rb = RingBuffer(loaded.maps["rb"].fd, on_sample=lambda data: None)
     held = {rb._map.fileno(): "anon_inode:bpf-map", rb.fileno(): "anon_inode:[eventpoll]"}
     assert {fd: open_fds().get(str(fd)) for fd in held} == held
-    assert mapped_bpf() == 2  # consumer page; producer page + data twice
+    assert mapped_bpf() == 3  # consumer page; producer page; data window
     rb.close()
     rb.close()
     after = open_fds()
@@ -401,8 +489,9 @@ def test_runqslower_object_and_reader_leave_no_fd(root: None, transport: str) ->
     tool = load_tool("runqslower")
     args = argparse.Namespace(min_us=0, transport=transport, attach="tp_btf", previous=False,
                               json=False, pid=None, tid=None, comm=None)  # fmt: skip
+    btf = BTF.kernel()  # before the count: a cached BTF keeps its file mapped (one fd)
     before = open_fds()
-    with LoadedObject(prepare(tool.build(args), BTF.kernel()), tool.rodata(args)) as obj:
+    with LoadedObject(prepare(tool.build(args), btf), tool.rodata(args)) as obj:
         obj.load()
         obj.attach()
         out = io.StringIO()
