@@ -21,7 +21,7 @@ PURE_MODULES = {
     "pybpf.errors", "pybpf.abi", "pybpf.uapi", "pybpf.isa", "pybpf.asm", "pybpf.asm_text",
     "pybpf.disasm", "pybpf.cdecl", "pybpf.btf", "pybpf.btf_encoder", "pybpf.btf_dump",
     "pybpf.btf_show",
-    "pybpf.btf_cache", "pybpf.core", "pybpf.object",
+    "pybpf.btf_cache", "pybpf.core", "pybpf.object", "pybpf.record",
 }  # fmt: skip
 # Every module under these packages is pure too (when the package exists).
 PURE_PACKAGES = ("pybpf.lang", "pybpf.elf")

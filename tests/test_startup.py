@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from policy import require_root
 
 from pybpf.record import Factory, FrozenRecord, Record
 from pybpf.runner import HelpFormatter, load_tool, terminal_columns, tool_parser
@@ -56,10 +57,7 @@ def interpreter_start() -> set[str]:
 
 
 def needs_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (CI=true: not skipping)")
-        pytest.skip("needs root")
+    require_root()
 
 
 def imports_of(argv: list[str], header: bytes) -> dict[str, tuple[int, int]]:
@@ -85,6 +83,7 @@ def imports_of(argv: list[str], header: bytes) -> dict[str, tuple[int, int]]:
     (["run", "runqslower", "--min-us", "200"], b"LAT(us)"),
     (["run", "runqlat"], b"Hit Ctrl-C"),
 ])  # fmt: skip
+@pytest.mark.kernel
 def test_tracing_path_imports_no_heavy_module(argv: list[str], header: bytes) -> None:
     needs_root()
     found = imports_of(argv, header)
