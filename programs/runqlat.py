@@ -352,7 +352,12 @@ class RunqLat(Tool):
     def header(self, args: argparse.Namespace, out: TextIO) -> None:
         self.args = args
         self.remaining = args.count
-        out.write("Tracing run queue latency... Hit Ctrl-C to end.\n")
+        tracing = "Tracing run queue latency... Hit Ctrl-C to end.\n"
+        if args.json:
+            sys.stderr.write(tracing)  # stdout stays pure JSON lines
+            sys.stderr.flush()
+            return
+        out.write(tracing)
 
     def interval(self, args: argparse.Namespace) -> Optional[float]:
         return float(args.interval or FOREVER)

@@ -105,12 +105,14 @@ class RunqLat(PybpfProcess):
         super().__init__(["run", "runqlat", *args], tmp_path, name)
 
     def wait_header(self) -> None:
-        self.wait_for("Tracing run queue latency")
+        # with --json the header goes to stderr: stdout is JSON lines only
+        self.wait_for("Tracing run queue latency", in_stderr="--json" in self.args)
 
     def histograms(self) -> list[dict]:
-        lines = self.out().splitlines()
-        assert lines[0].startswith("Tracing run queue latency")
-        return [json.loads(line) for line in lines[1:]]
+        """Every stdout line, parsed as JSON (there must be nothing else on stdout)."""
+        assert "--json" in self.args
+        assert "Tracing run queue latency" in self.err()
+        return [json.loads(line) for line in self.out().splitlines()]
 
 
 
@@ -315,3 +317,17 @@ def test_full_map_counts_dropped_waits(need_root: None, tmp_path: Path) -> None:
     assert len(t.histograms()) <= 2
     dropped = re.findall(r"^Dropped (\d+) waits: no room for more than 2 histograms", t.err(), re.M)
     assert dropped and sum(map(int, dropped)) > 0, t.err()
+
+
+def test_json_stdout_is_only_json_lines(need_root: None, tmp_path: Path) -> None:
+    """``--json``: the "Tracing ..." line goes to stderr; every stdout line is one JSON
+    object (so that ``| jq`` or a line-by-line reader never meets anything else)."""
+    with Children() as kids:
+        kids.hog(max(os.sched_getaffinity(0)))
+        t = RunqLat(["--json", "1", "2"], tmp_path, "json")
+        assert t.proc.wait(timeout=20) == 0, t.err()
+    lines = t.out().splitlines()
+    assert len(lines) == 2, t.out()
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    assert t.err().startswith("Tracing run queue latency... Hit Ctrl-C to end.\n"), t.err()
