@@ -34,6 +34,7 @@ from ._runq import (
     PID_KEY,
     TASK_COMM_LEN,
     increment_counter,
+    json_comm,
     printable_comm,
     read,
     sched_wakeup,
@@ -393,7 +394,7 @@ class RunqLat(Tool):
                 record: dict[str, Any] = {"time": ts, "unit": units}
                 if label:
                     record[label] = key
-                    record["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+                    record.update(json_comm(comm))
                 last = max((i for i, v in enumerate(slots) if v), default=-1)
                 record["count"] = sum(slots)
                 record["total_ns"] = total_ns
