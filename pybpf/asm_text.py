@@ -518,7 +518,8 @@ def main(argv: list[str]) -> int:
         description="Assemble LLVM-syntax BPF assembly into raw instructions (8 bytes a slot).",
     )
     parser.add_argument("file", help="assembly source ('-': stdin)")
-    parser.add_argument("-o", "--output", metavar="OUT", help="write the raw bytes here")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="write the raw bytes here ('-': stdout)")  # fmt: skip
     parser.add_argument(
         "--btf", metavar="FILE", help="helper numbers for `call NAME` (default: running kernel)"
     )
@@ -549,6 +550,11 @@ def main(argv: list[str]) -> int:
         return numbers[name]
 
     data = to_bytes(insns, number)
+    if args.output == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
     if args.output:
         try:
             with open(args.output, "wb") as f:
