@@ -96,11 +96,7 @@ def export_parser(tool: Tool, name: str) -> argparse.ArgumentParser:
 
 
 def serve(argv: list[str], err: TextIO = sys.stderr) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        (sys.stdout if argv else err).write(
-            "usage: pybpf export PROGRAM [--listen HOST:PORT] [PROGRAM ARGS...]\n"
-        )
-        return 0 if argv else 2
+    """``pybpf export PROGRAM ARGS...`` (the CLI has checked that a PROGRAM comes first)."""
     tool = load_tool(argv[0])
     if not tool.exportable:
         raise PyBPFError(f"{argv[0]} has no metrics to export (try: pybpf export runqlat)")
