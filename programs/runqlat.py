@@ -313,12 +313,28 @@ class RunqLat(Tool):
         parser.add_argument("--json", action="store_true",
                             help="one JSON object per histogram, not ASCII art")  # fmt: skip
 
+    def check_arguments(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """Options that would change nothing are refused rather than ignored."""
+        keyed = key_label(args)
+        if getattr(args, "max_keys", None) is not None and not keyed:
+            parser.error("--max-keys sizes the histograms of -P, -L or --pidnss: give one "
+                         "of them (without, there is one histogram)")  # fmt: skip
+        if getattr(args, "export", False):
+            if args.max_series is not None and not keyed:
+                parser.error("--max-series caps the series of -P, -L or --pidnss: give one "
+                             "of them (without, there is one histogram)")  # fmt: skip
+            if args.max_series is None:
+                args.max_series = DEFAULT_MAX_SERIES
+        elif getattr(args, "timestamp", False) and getattr(args, "json", False):
+            parser.error("-T prints a time line above each text histogram; JSON rows always "
+                         "carry their time: use one of -T and --json")  # fmt: skip
+
     def build(self, args: argparse.Namespace) -> ObjectSpec:
         # Exported buckets are "less than or equal" to their upper edge (see sched_switch).
         return build_object(
             choose_attach(args),
             upper_inclusive=getattr(args, "export", False),
-            max_keys=getattr(args, "max_keys", MAX_ENTRIES),
+            max_keys=getattr(args, "max_keys", None) or MAX_ENTRIES,
         )
 
     def rodata(self, args: argparse.Namespace) -> dict:
@@ -330,7 +346,7 @@ class RunqLat(Tool):
     def add_export_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_filter_arguments(parser)
         parser.add_argument(
-            "--max-series", type=positive, default=DEFAULT_MAX_SERIES, metavar="N",
+            "--max-series", type=positive, default=None, metavar="N",
             help="with -P, -L or --pidnss: at most N labelled histograms; keys seen once "
             f"N are taken go into one labelled \"other\" (default {DEFAULT_MAX_SERIES})",
         )  # fmt: skip
@@ -508,9 +524,9 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--pidnss", action="store_true",
                       help="a histogram per PID namespace")  # fmt: skip
     parser.add_argument(
-        "--max-keys", type=positive, default=MAX_ENTRIES, metavar="N",
-        help=f"room for N histograms in the kernel (default {MAX_ENTRIES}); waits of "
-        "further keys are counted as dropped",
+        "--max-keys", type=positive, default=None, metavar="N",
+        help=f"with -P, -L or --pidnss: room for N histograms in the kernel (default "
+        f"{MAX_ENTRIES}); waits of further keys are counted as dropped",
     )  # fmt: skip
     parser.add_argument(
         "--attach", choices=("auto",) + ATTACH_KINDS, default="auto",

@@ -108,8 +108,10 @@ def serve(argv: list[str], err: TextIO = sys.stderr) -> int:
         ) from None
     from prometheus_client import CollectorRegistry, start_http_server
 
-    args = export_parser(tool, argv[0]).parse_args(argv[1:])
+    parser = export_parser(tool, argv[0])
+    args = parser.parse_args(argv[1:])
     args.export = True
+    tool.check_arguments(parser, args)
     prepared = prepare_tool(tool, args, err)
     from .loader import LoadedObject
 

@@ -63,7 +63,8 @@ def test_log2_hist_text_like_trace_helpers() -> None:
 
 
 def test_bad_flags_one_line() -> None:
-    for args in (["-P", "-L"], ["-P", "--pidnss"], ["0"], ["1", "0"], ["-p", "x"], ["1", "2", "3"]):
+    for args in (["-P", "-L"], ["-P", "--pidnss"], ["0"], ["1", "0"], ["-p", "x"], ["1", "2", "3"],
+                 ["--max-keys", "5"], ["-p", "1", "--max-keys", "5"], ["-T", "--json"]):
         r = subprocess.run(
             [sys.executable, "-m", "pybpf", "run", "runqlat", *args],
             cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=30,
