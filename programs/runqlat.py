@@ -24,7 +24,7 @@ from pybpf.asm import FP, R0, R1, R2, R3, R4, R7, R8, R9, Asm, Reg
 from pybpf.cdecl import Array, Ptr, Struct, bool_, char, pid_t, s32, u32, u64
 from pybpf.isa import Instruction
 from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
-from pybpf.tool import Tool, pid_arg, positive
+from pybpf.tool import Tool, pid_arg, plural, positive
 from pybpf.uapi import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_NOEXIST
 
 from ._bits import log2l
@@ -396,18 +396,19 @@ class RunqLat(Tool):
         dropped = read_dropped(obj.maps["dropped"])
         if dropped > self.dropped:
             sys.stderr.write(
-                f"Dropped {dropped - self.dropped} waits: no room for more than "
-                f"{hists.spec.max_entries} histograms (--max-keys)\n"
+                f"Dropped {plural(dropped - self.dropped, 'wait')}: no room for more than "
+                f"{plural(hists.spec.max_entries, 'histogram')} (--max-keys)\n"
             )
             sys.stderr.flush()
             self.dropped = dropped
         units = "msecs" if args.milliseconds else "usecs"
         label = key_label(args)
-        ts = time.strftime("%H:%M:%S")
+        now_ns = time.time_ns()  # JSON "ts": when the histograms were read
+        ts = time.strftime("%H:%M:%S", time.localtime(now_ns // 1_000_000_000))
         rows = read_hists(hists, clear=True)
         if args.json:
             for key, comm, slots, total_ns in rows:
-                record: dict[str, Any] = {"time": ts, "unit": units}
+                record: dict[str, Any] = {"time": ts, "ts": now_ns, "unit": units}
                 if label:
                     record[label] = key
                     record.update(json_comm(comm))

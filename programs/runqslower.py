@@ -334,7 +334,8 @@ class RunqSlower(Tool):
     def on_events(self, cpu: int, records: list[bytes], out: TextIO) -> None:
         """A batch of events, written with one ``write``: formatting is cached per task name
         (names repeat), and the time is read once per batch (batches span <= 100 ms)."""
-        ts = time.strftime("%H:%M:%S")
+        now_ns = time.time_ns()  # JSON "ts": when the batch was read (the rows are <= ~100 ms old)
+        ts = time.strftime("%H:%M:%S", time.localtime(now_ns // 1_000_000_000))
         unpack = _EVENT.unpack_from
         args = self.args
         cache = self._names
@@ -343,6 +344,7 @@ class RunqSlower(Tool):
         lines = []
         append = lines.append
         if args.json:
+            head = f'{{"time": "{ts}", "ts": {now_ns}, '
             prev_cache = self._prev_names
             if len(prev_cache) > 4096:
                 prev_cache.clear()
@@ -355,12 +357,10 @@ class RunqSlower(Tool):
                     prev = prev_cache.get(prev_task)
                     if prev is None:
                         prev = prev_cache[prev_task] = _json_comm(prev_task, "prev_comm")
-                    append(
-                        f'{{"time": "{ts}", {comm}, "tid": {pid}, "lat_us": {delta_us}, '
-                        f'{prev}, "prev_tid": {prev_pid}}}\n'
-                    )
+                    append(f'{head}{comm}, "tid": {pid}, "lat_us": {delta_us}, {prev}, '
+                           f'"prev_tid": {prev_pid}}}\n')
                 else:
-                    append(f'{{"time": "{ts}", {comm}, "tid": {pid}, "lat_us": {delta_us}}}\n')
+                    append(f'{head}{comm}, "tid": {pid}, "lat_us": {delta_us}}}\n')
         else:
             for data in records:
                 task, prev_task, delta_us, pid, prev_pid = unpack(data)

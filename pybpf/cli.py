@@ -184,6 +184,7 @@ def _cmd_dump(argv: list[str]) -> int:
     from .disasm import btf_namers, disassemble
     from .object import prepare
     from .runner import load_btf, load_tool, tool_parser
+    from .tool import plural
 
     parser = dump_parser()
     args = parser.parse_args(argv)
@@ -206,7 +207,7 @@ def _cmd_dump(argv: list[str]) -> int:
             return f"CO-RE {r.kind} {what} [{r.access}]: {r.local} -> {target}"
 
         slots = sum(i.slots for i in prog.insns)
-        sys.stdout.write(f'; {prog.name}: SEC("{prog.section}"), {slots} instructions\n')
+        sys.stdout.write(f'; {prog.name}: SEC("{prog.section}"), {plural(slots, "instruction")}\n')
         sys.stdout.write(f"{prog.name}:\n" + disassemble(prog.insns, helper, kfunc, note) + "\n")
     return 0
 

@@ -77,3 +77,4 @@ def test_without_a_program_is_a_usage_error(words: str) -> None:
         assert r.returncode == 2, r
         assert r.stdout == "" and "Traceback" not in r.stderr
         assert r.stderr.splitlines()[-1].startswith(f"pybpf {words}: error: "), r.stderr
+
