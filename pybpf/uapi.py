@@ -3,7 +3,7 @@
 These are ABI: the same on every kernel, so they are not "kernel-specific
 values" the way struct offsets or helper numbers from BTF are.  Names are
 the kernel's, so they can be searched.  (``bpf_cmd`` lives in syscall.py,
-the only module that issues commands.)
+the only module that makes system calls.)
 """
 
 from __future__ import annotations
