@@ -28,7 +28,7 @@ from pathlib import Path
 from pybpf.syscall import enable_stats, iter_prog_ids, prog_get_fd_by_id, prog_info
 
 REPO = Path(__file__).resolve().parent.parent
-LOST_RE = re.compile(r"Lost (\d+) events on CPU #\d+!")
+LOST_RE = re.compile(r"Lost (\d+) events? on CPU #\d+!")
 BOGO_RE = re.compile(r"switch\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)")
 
 

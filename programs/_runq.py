@@ -204,9 +204,22 @@ def printable_comm(raw: bytes) -> str:
     return "".join(c if c.isprintable() and c != "\\" else _escape_char(c) for c in text)
 
 
+def json_comm(raw: bytes, key: str = "comm") -> dict[str, str]:
+    """A task name for JSON, losslessly: ``{key: text}`` when the name is valid UTF-8 (JSON
+    escapes control characters itself); otherwise the text with U+FFFD for each undecodable
+    byte, for people, plus ``{key}_raw``: the exact bytes in hex, for programs
+    (``bytes.fromhex(row["comm_raw"])``).  A name is any bytes a task set with
+    ``prctl(PR_SET_NAME)``, up to the first NUL."""
+    name = raw.split(b"\0", 1)[0]
+    try:
+        return {key: name.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {key: name.decode("utf-8", "replace"), f"{key}_raw": name.hex()}
+
+
 __all__ = [
     "CTX_ARG", "FRAME_FREE", "MAX_ENTRIES", "PID_KEY", "TASK_COMM_LEN", "TASK_RUNNING", "TMP",
-    "TS", "get_task_state", "printable_comm", "read", "sched_wakeup", "start_map",
+    "TS", "get_task_state", "json_comm", "printable_comm", "read", "sched_wakeup", "start_map",
     "switch_end", "switch_start", "task_struct", "task_struct___o", "task_struct___x",
     "increment_counter", "trace_enqueue",
 ]  # fmt: skip

@@ -24,7 +24,7 @@ from pybpf.asm import FP, R0, R1, R2, R3, R4, R7, R8, R9, Asm, Reg
 from pybpf.cdecl import Array, Ptr, Struct, bool_, char, pid_t, s32, u32, u64
 from pybpf.isa import Instruction
 from pybpf.object import Globals, MapSpec, ObjectSpec, ProgramSpec
-from pybpf.tool import Tool, pid_arg, positive
+from pybpf.tool import Tool, pid_arg, plural, positive
 from pybpf.uapi import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_NOEXIST
 
 from ._bits import log2l
@@ -34,6 +34,7 @@ from ._runq import (
     PID_KEY,
     TASK_COMM_LEN,
     increment_counter,
+    json_comm,
     printable_comm,
     read,
     sched_wakeup,
@@ -312,12 +313,28 @@ class RunqLat(Tool):
         parser.add_argument("--json", action="store_true",
                             help="one JSON object per histogram, not ASCII art")  # fmt: skip
 
+    def check_arguments(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """Options that would change nothing are refused rather than ignored."""
+        keyed = key_label(args)
+        if getattr(args, "max_keys", None) is not None and not keyed:
+            parser.error("--max-keys sizes the histograms of -P, -L or --pidnss: give one "
+                         "of them (without, there is one histogram)")  # fmt: skip
+        if getattr(args, "export", False):
+            if args.max_series is not None and not keyed:
+                parser.error("--max-series caps the series of -P, -L or --pidnss: give one "
+                             "of them (without, there is one histogram)")  # fmt: skip
+            if args.max_series is None:
+                args.max_series = DEFAULT_MAX_SERIES
+        elif getattr(args, "timestamp", False) and getattr(args, "json", False):
+            parser.error("-T prints a time line above each text histogram; JSON rows always "
+                         "carry their time: use one of -T and --json")  # fmt: skip
+
     def build(self, args: argparse.Namespace) -> ObjectSpec:
         # Exported buckets are "less than or equal" to their upper edge (see sched_switch).
         return build_object(
             choose_attach(args),
             upper_inclusive=getattr(args, "export", False),
-            max_keys=getattr(args, "max_keys", MAX_ENTRIES),
+            max_keys=getattr(args, "max_keys", None) or MAX_ENTRIES,
         )
 
     def rodata(self, args: argparse.Namespace) -> dict:
@@ -329,7 +346,7 @@ class RunqLat(Tool):
     def add_export_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_filter_arguments(parser)
         parser.add_argument(
-            "--max-series", type=positive, default=DEFAULT_MAX_SERIES, metavar="N",
+            "--max-series", type=positive, default=None, metavar="N",
             help="with -P, -L or --pidnss: at most N labelled histograms; keys seen once "
             f"N are taken go into one labelled \"other\" (default {DEFAULT_MAX_SERIES})",
         )  # fmt: skip
@@ -352,7 +369,12 @@ class RunqLat(Tool):
     def header(self, args: argparse.Namespace, out: TextIO) -> None:
         self.args = args
         self.remaining = args.count
-        out.write("Tracing run queue latency... Hit Ctrl-C to end.\n")
+        tracing = "Tracing run queue latency... Hit Ctrl-C to end.\n"
+        if args.json:
+            sys.stderr.write(tracing)  # stdout stays pure JSON lines
+            sys.stderr.flush()
+            return
+        out.write(tracing)
 
     def interval(self, args: argparse.Namespace) -> Optional[float]:
         return float(args.interval or FOREVER)
@@ -374,21 +396,22 @@ class RunqLat(Tool):
         dropped = read_dropped(obj.maps["dropped"])
         if dropped > self.dropped:
             sys.stderr.write(
-                f"Dropped {dropped - self.dropped} waits: no room for more than "
-                f"{hists.spec.max_entries} histograms (--max-keys)\n"
+                f"Dropped {plural(dropped - self.dropped, 'wait')}: no room for more than "
+                f"{plural(hists.spec.max_entries, 'histogram')} (--max-keys)\n"
             )
             sys.stderr.flush()
             self.dropped = dropped
         units = "msecs" if args.milliseconds else "usecs"
         label = key_label(args)
-        ts = time.strftime("%H:%M:%S")
+        now_ns = time.time_ns()  # JSON "ts": when the histograms were read
+        ts = time.strftime("%H:%M:%S", time.localtime(now_ns // 1_000_000_000))
         rows = read_hists(hists, clear=True)
         if args.json:
             for key, comm, slots, total_ns in rows:
-                record: dict[str, Any] = {"time": ts, "unit": units}
+                record: dict[str, Any] = {"time": ts, "ts": now_ns, "unit": units}
                 if label:
                     record[label] = key
-                    record["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+                    record.update(json_comm(comm))
                 last = max((i for i, v in enumerate(slots) if v), default=-1)
                 record["count"] = sum(slots)
                 record["total_ns"] = total_ns
@@ -502,9 +525,9 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--pidnss", action="store_true",
                       help="a histogram per PID namespace")  # fmt: skip
     parser.add_argument(
-        "--max-keys", type=positive, default=MAX_ENTRIES, metavar="N",
-        help=f"room for N histograms in the kernel (default {MAX_ENTRIES}); waits of "
-        "further keys are counted as dropped",
+        "--max-keys", type=positive, default=None, metavar="N",
+        help=f"with -P, -L or --pidnss: room for N histograms in the kernel (default "
+        f"{MAX_ENTRIES}); waits of further keys are counted as dropped",
     )  # fmt: skip
     parser.add_argument(
         "--attach", choices=("auto",) + ATTACH_KINDS, default="auto",

@@ -36,6 +36,7 @@ from ._runq import (
     TASK_COMM_LEN,
     TS,
     increment_counter,
+    json_comm,
     printable_comm,
     read,
     sched_wakeup,
@@ -229,9 +230,10 @@ _EVENT = struct.Struct(f"<{TASK_COMM_LEN}s{TASK_COMM_LEN}sQii")
 assert _EVENT.size == event.size
 
 
-def _comm(raw: bytes) -> str:
-    """A task name as text, for JSON (json.dumps escapes control characters)."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+def _json_comm(raw: bytes, key: str) -> str:
+    """The JSON members of a task name (``"comm": ...`` and, when it is not valid UTF-8,
+    ``"comm_raw": "<hex>"``), as text to put in a row."""
+    return json.dumps(json_comm(raw, key))[1:-1]
 
 
 class RunqSlower(Tool):
@@ -332,7 +334,8 @@ class RunqSlower(Tool):
     def on_events(self, cpu: int, records: list[bytes], out: TextIO) -> None:
         """A batch of events, written with one ``write``: formatting is cached per task name
         (names repeat), and the time is read once per batch (batches span <= 100 ms)."""
-        ts = time.strftime("%H:%M:%S")
+        now_ns = time.time_ns()  # JSON "ts": when the batch was read (the rows are <= ~100 ms old)
+        ts = time.strftime("%H:%M:%S", time.localtime(now_ns // 1_000_000_000))
         unpack = _EVENT.unpack_from
         args = self.args
         cache = self._names
@@ -341,24 +344,23 @@ class RunqSlower(Tool):
         lines = []
         append = lines.append
         if args.json:
-            dumps = json.dumps
+            head = f'{{"time": "{ts}", "ts": {now_ns}, '
+            prev_cache = self._prev_names
+            if len(prev_cache) > 4096:
+                prev_cache.clear()
             for data in records:
                 task, prev_task, delta_us, pid, prev_pid = unpack(data)
                 comm = cache.get(task)
                 if comm is None:
-                    comm = cache[task] = dumps(_comm(task))
+                    comm = cache[task] = _json_comm(task, "comm")
                 if args.previous:
-                    prev = cache.get(prev_task)
+                    prev = prev_cache.get(prev_task)
                     if prev is None:
-                        prev = cache[prev_task] = dumps(_comm(prev_task))
-                    append(
-                        f'{{"time": "{ts}", "comm": {comm}, "tid": {pid}, "lat_us": {delta_us}, '
-                        f'"prev_comm": {prev}, "prev_tid": {prev_pid}}}\n'
-                    )
+                        prev = prev_cache[prev_task] = _json_comm(prev_task, "prev_comm")
+                    append(f'{head}{comm}, "tid": {pid}, "lat_us": {delta_us}, {prev}, '
+                           f'"prev_tid": {prev_pid}}}\n')
                 else:
-                    append(
-                        f'{{"time": "{ts}", "comm": {comm}, "tid": {pid}, "lat_us": {delta_us}}}\n'
-                    )
+                    append(f'{head}{comm}, "tid": {pid}, "lat_us": {delta_us}}}\n')
         else:
             for data in records:
                 task, prev_task, delta_us, pid, prev_pid = unpack(data)
@@ -376,6 +378,7 @@ class RunqSlower(Tool):
 
     def __init__(self) -> None:
         self._names: dict[bytes, str] = {}  # raw comm -> formatted (JSON or table) text
+        self._prev_names: dict[bytes, str] = {}  # raw comm -> JSON prev_comm members
 
 
 TOOL = RunqSlower()

@@ -28,11 +28,14 @@ Extensions for what LLVM's syntax cannot say (the disassembler prints them):
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import isa
 from .asm import link
 from .errors import AsmError
+
+if TYPE_CHECKING:
+    import argparse
 
 _NUM = r"[+-]?\s*(?:0[xX][0-9a-fA-F]+|\d+)"
 _REG = r"[rw]\d+"
@@ -506,23 +509,30 @@ def to_bytes(
     return b"".join(out)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The parser of ``pybpf asm``."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="pybpf asm",
+        description="Assemble LLVM-syntax BPF assembly into raw instructions (8 bytes a slot).",
+    )
+    p.add_argument("file", help="assembly source ('-': stdin)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                        help="write the raw bytes here ('-': stdout)")  # fmt: skip
+    p.add_argument(
+        "--btf", metavar="FILE", help="helper numbers for `call NAME` (default: running kernel)"
+    )
+    return p
+
+
 def main(argv: list[str]) -> int:
     """``pybpf asm FILE.s [-o OUT]``: assemble; raw bytes to OUT, else a hex listing."""
-    import argparse
     import sys
 
     from .disasm import btf_namers, format_insn, helper_numbers, kfunc_ids, load_btf, read_input
 
-    parser = argparse.ArgumentParser(
-        prog="pybpf asm",
-        description="Assemble LLVM-syntax BPF assembly into raw instructions (8 bytes a slot).",
-    )
-    parser.add_argument("file", help="assembly source ('-': stdin)")
-    parser.add_argument("-o", "--output", metavar="OUT", help="write the raw bytes here")
-    parser.add_argument(
-        "--btf", metavar="FILE", help="helper numbers for `call NAME` (default: running kernel)"
-    )
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     raw = read_input(args.file)
     try:
         text = raw.decode()
@@ -549,6 +559,11 @@ def main(argv: list[str]) -> int:
         return numbers[name]
 
     data = to_bytes(insns, number)
+    if args.output == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
     if args.output:
         try:
             with open(args.output, "wb") as f:

@@ -9,6 +9,7 @@ as bpftool does with ``-B``.
 
 from __future__ import annotations
 
+import argparse
 from typing import Iterator
 
 from pybpf.btf import (
@@ -152,9 +153,29 @@ def open_btf(path: str | None, base: str | None = None) -> BTF:
     return BTF.from_file(path, BTF.from_file(base) if base else None)
 
 
+def parser(sub: str) -> argparse.ArgumentParser:
+    """The parser of ``pybpf btf dump`` or ``pybpf btf show``."""
+    if sub == "dump":
+        description = ("Print every type of a BTF file, line for line as `bpftool btf dump "
+                       "file FILE format raw`.")
+    else:
+        description = ("Print a struct, union, enum or typedef as C, with pahole's comments: "
+                       "offsets and sizes, holes, padding, cachelines, forced alignments.")
+    p = argparse.ArgumentParser(prog=f"pybpf btf {sub}", description=description)
+    if sub == "show":
+        p.add_argument("type", metavar="TYPE",
+                       help="a type name ('task_struct', 'struct sk_buff') or id")  # fmt: skip
+    p.add_argument("--btf", metavar="FILE",
+                   help="BTF file (raw, .xz or ELF); default: the running kernel's")  # fmt: skip
+    p.add_argument("--base", metavar="FILE", help="base BTF of a split BTF file")
+    if sub == "dump":
+        p.add_argument("--format", choices=["raw"], default="raw",
+                       help="output format (bpftool's raw dump)")  # fmt: skip
+    return p
+
+
 def main(argv: list[str]) -> int:
     """``pybpf btf dump|show``; errors are BTFError/PyBPFError, printed by the CLI."""
-    import argparse
     import sys
 
     if not argv or argv[0] in ("-h", "--help"):
@@ -164,17 +185,7 @@ def main(argv: list[str]) -> int:
     if sub not in ("dump", "show"):
         sys.stderr.write(f"pybpf: error: unknown btf command {sub!r} (dump, show)\n")
         return 2
-    parser = argparse.ArgumentParser(prog=f"pybpf btf {sub}")
-    if sub == "show":
-        parser.add_argument("type", metavar="TYPE",
-                            help="a type name ('task_struct', 'struct sk_buff') or id")
-    parser.add_argument("--btf", metavar="FILE",
-                        help="BTF file (raw, .xz or ELF); default: the running kernel's")
-    parser.add_argument("--base", metavar="FILE", help="base BTF of a split BTF file")
-    if sub == "dump":
-        parser.add_argument("--format", choices=["raw"], default="raw",
-                            help="output format (bpftool's raw dump)")
-    args = parser.parse_args(rest)
+    args = parser(sub).parse_args(rest)
     btf = open_btf(args.btf, args.base)
     out = sys.stdout
     if sub == "dump":

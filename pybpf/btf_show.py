@@ -2,8 +2,10 @@
 
 For hosts without pahole (dwarves), and for any kernel through ``--btf``: each member gets
 ``/* offset size */`` (``/* offset:bit size */`` for bitfields), and the struct gets pahole's
-``XXX N bytes hole`` / ``XXX N bits hole`` markers, ``--- cacheline N boundary ---`` lines and
-the ``size: .., cachelines: .., members: ..`` summary.  Column layout follows pahole 1.2x
+``XXX N bytes hole`` / ``XXX N bits hole`` markers, ``--- cacheline N boundary ---`` lines,
+the ``size: .., cachelines: .., members: ..`` summary, and the attributes pahole infers
+where BTF (which records no alignment) shows their effect: ``__packed__``, and
+``__aligned__(N)`` with its ``forced alignments`` count.  Column layout follows pahole 1.2x
 (type in 26 columns, comment at column 57 with 8-column tabs), anonymous struct/union members
 are expanded in place.  Pure: reads a parsed :class:`~pybpf.btf.BTF` only.
 """
@@ -221,6 +223,81 @@ def is_packed(btf: BTF, t: Type, depth: int = 0) -> bool:
     return packed
 
 
+def _pahole_align(btf: BTF, type_id: int, depth: int = 0) -> int:
+    """Natural alignment as pahole computes it to infer ``__aligned__`` (its
+    ``tag__natural_alignment``) for a type stripped of typedefs and modifiers: pointers and
+    scalars by size (a 16-byte int is 16), arrays by element, structs and unions by their
+    widest member, 1 for anything else or empty."""
+    memo: dict[int, int] = btf.__dict__.setdefault("_show_pahole_align", {})
+    align = memo.get(type_id)
+    if align is not None:
+        return align
+    if depth > _MAX_DEPTH:
+        raise BTFError(f"type id {type_id}: nested too deep")
+    memo[type_id] = 1  # provisional, against reference loops
+    t = btf.type(type_id)
+    if type_id == 0:
+        align = 1
+    elif t.kind == BTF_KIND_PTR:
+        align = btf.ptr_size
+    elif t.kind in (BTF_KIND_INT, BTF_KIND_FLOAT, BTF_KIND_ENUM, BTF_KIND_ENUM64):
+        align = t.size
+    elif t.kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+        align = max((_pahole_align(btf, btf.skip_mods_and_typedefs(m.type), depth + 1)
+                     for m in t.members), default=1)
+    elif t.kind == BTF_KIND_ARRAY:
+        align = _pahole_align(btf, btf.skip_mods_and_typedefs(t.elem_type), depth + 1)
+    else:
+        align = 1
+    memo[type_id] = align or 1
+    return align or 1
+
+
+def _infer_alignment(offset: int, natural: int, smallest: int) -> int:
+    """pahole's guess of ``__attribute__((__aligned__(N)))`` from BTF, which has no alignment:
+    a member (or a struct's end) at ``offset`` while the previous one ended at ``smallest``
+    suggests an alignment of the power of two above the gap, if above the natural one;
+    the cacheline size when the offset is on a cacheline.  0: none."""
+    delta = offset - smallest
+    align = 1 << delta.bit_length() if delta > 0 and offset % 2 == 0 else 0
+    if align <= natural or align == 1:
+        return 0
+    if align < CACHELINE and CACHELINE % align == 0 and offset % CACHELINE == 0:
+        return CACHELINE
+    return align
+
+
+def forced_alignments(btf: BTF, t: Type) -> tuple[list[int], int]:
+    """The ``__aligned__`` pahole infers for each member of struct/union ``t`` and for ``t``
+    itself (0: none).  A bitfield of a scalar counts from the start of its storage unit."""
+    memo: dict[int, tuple[list[int], int]] = btf.__dict__.setdefault("_show_forced", {})
+    if t.id in memo:
+        return memo[t.id]
+    aligns = []
+    smallest = 0
+    for m in t.members:
+        tid = btf.skip_mods_and_typedefs(m.type)
+        size = _member_size(btf, tid)
+        if size == 0:
+            aligns.append(0)
+            continue
+        kind = btf.type(tid).kind
+        if m.bitfield_size and kind in (BTF_KIND_INT, BTF_KIND_FLOAT, BTF_KIND_ENUM,
+                                        BTF_KIND_ENUM64):
+            offset = m.bit_offset // (size * 8) * size
+        else:
+            offset = m.bit_offset // 8
+        aligns.append(_infer_alignment(offset, _pahole_align(btf, tid), smallest))
+        smallest = offset + size
+    own = _infer_alignment(t.size, _pahole_align(btf, t.id), smallest)
+    memo[t.id] = aligns, own
+    return aligns, own
+
+
+def _aligned(align: int) -> str:
+    return f" __attribute__((__aligned__({align})))" if align else ""
+
+
 def _plural(n: int, unit: str) -> str:
     return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
@@ -255,6 +332,9 @@ class _Layout:
         self.bitfield_bits = 0
         self.paddings = 0  # members that are structs with tail padding
         self.sum_paddings = 0
+        self.forced = 0  # members with an inferred __aligned__ (top level)
+        self.forced_holes = 0  # ... with a hole before them
+        self.sum_forced_holes = 0
 
     def line(self, depth: int, text: str, comment: str = "") -> None:
         if len(self.lines) > _MAX_LINES:
@@ -274,11 +354,19 @@ class _Layout:
         is_struct = t.kind == BTF_KIND_STRUCT
         end_bits = 0  # end of the previous member, in bits from the start of ``t``
         unit_end = -1  # end of the previous bitfield's storage unit (-1: not a bitfield)
-        for m in t.members:
+        aligns, _ = forced_alignments(btf, t)
+        for m, align in zip(t.members, aligns):
             size = _member_size(btf, m.type)
+            hole = 0
             if is_struct and m.bit_offset > end_bits:
-                self._gap(depth, end_bits, unit_end, m.bit_offset,
-                          m.type if m.bitfield_size else None)
+                hole = self._gap(depth, end_bits, unit_end, m.bit_offset,
+                                 m.type if m.bitfield_size else None)
+            if align and depth == 1:
+                self.forced += 1
+                if hole:
+                    self.forced_holes += 1
+                    self.sum_forced_holes += hole
+            attr = _aligned(align)
             unit_end = -1
             offset = base + m.bit_offset // 8
             if depth == 1:
@@ -289,11 +377,19 @@ class _Layout:
                 self.line(depth, f"{quals}{_PREFIX[inner.kind]} {{")
                 self.body(inner, base + m.bit_offset // 8, depth + 1)
                 if dims:  # pahole: one space before the comment, flexible arrays as []
-                    self.line(depth, f"}} {m.name}{dims.replace('[0]', '[]')}; "
+                    self.line(depth, f"}} {m.name}{dims.replace('[0]', '[]')}{attr}; "
                                      f"/* {offset:5} {size:5} */")
                 else:
-                    self.line(depth, f"}} {m.name};" if m.name else "};",
+                    self.line(depth, f"}} {m.name}{attr};" if m.name else f"}}{attr};",
                               f"{offset:5} {size:5}")
+                # the inner struct's own __aligned__ follows its brace (not a union's);
+                # pahole does not count it when it places the comment
+                if inner.kind == BTF_KIND_STRUCT and not is_packed(btf, inner):
+                    own = _aligned(forced_alignments(btf, inner)[1])
+                    self.lines[-1] = self.lines[-1].replace("}", "}" + own, 1)
+                pad = tail_padding(btf, m.type) if depth == 1 and not (quals or dims) else 0
+                if pad:
+                    self._padding(depth, pad)
                 if depth == 1:
                     self.sum_members += size
                 end_bits = max(end_bits, m.bit_offset + 8 * size)
@@ -305,7 +401,7 @@ class _Layout:
                 width = max((len(v.name) for v in mt.values), default=0)
                 for v in mt.values:
                     self.line(depth + 1, f"{v.name:<{width}} = {v.value},")
-                self.line(depth, f"}} {m.name};", f"{offset:5} {size:5}")
+                self.line(depth, f"}} {m.name}{attr};", f"{offset:5} {size:5}")
                 if depth == 1:
                     self.sum_members += size
                 end_bits = max(end_bits, m.bit_offset + 8 * size)
@@ -317,32 +413,41 @@ class _Layout:
             if m.bitfield_size:
                 unit = size * 8 or 8
                 unit_off = (m.bit_offset // unit) * unit
-                self.line(depth, f"{tcol:<{width}} {ncol}:{m.bitfield_size};",
+                self.line(depth, f"{tcol:<{width}} {ncol}:{m.bitfield_size}{attr};",
                           f"{base + unit_off // 8:5}:{m.bit_offset - unit_off:2} {size:2}")
                 end_bits = max(end_bits, m.bit_offset + m.bitfield_size)
                 unit_end = unit_off + unit
                 self.bitfield_bits += m.bitfield_size
             else:
-                self.line(depth, f"{tcol:<{width}} {ncol};", f"{offset:5} {size:5}")
+                self.line(depth, f"{tcol:<{width}} {ncol}{attr};", f"{offset:5} {size:5}")
                 end_bits = max(end_bits, m.bit_offset + 8 * size)
                 if depth == 1:
                     self.sum_members += size
                 pad = tail_padding(btf, m.type) if depth == 1 else 0
                 if pad:
-                    self.paddings += 1
-                    self.sum_paddings += pad
-                    self.lines.append("")
-                    self.line(depth, f"/* XXX last struct has {_plural(pad, 'byte')} of padding */")
-                    self.lines.append("")
+                    self._padding(depth, pad)
+
+    def _padding(self, depth: int, pad: int) -> None:
+        """A member whose struct type ends in ``pad`` bytes of padding."""
+        self.paddings += 1
+        self.sum_paddings += pad
+        self.lines.append("")
+        self.line(depth, f"/* XXX last struct has {_plural(pad, 'byte')} of padding */")
+        self.lines.append("")
 
     def _gap(self, depth: int, end: int, unit_end: int, start: int,
-             bitfield_type: int | None) -> None:
-        """Holes between a member ending at bit ``end`` and the next starting at ``start``.
+             bitfield_type: int | None) -> int:
+        """Holes between a member ending at bit ``end`` and the next starting at ``start``;
+        returns the byte hole.
 
         After a bitfield, the rest of its storage unit is a bit hole and only what lies
         beyond the unit counts as a byte hole; a bitfield that starts a new unit after a
         bit hole is shown as pahole's ``:0`` forced alignment."""
-        self.lines.append("")
+        if len(self.lines) > 1 and self.lines[-1] == "" and \
+                "XXX last struct has" in self.lines[-2]:
+            self.lines.pop()  # pahole: the hole's comment right under the padding's
+        else:
+            self.lines.append("")
         if unit_end >= 0:
             bits = min(start, unit_end) - end
             if bits > 0:
@@ -368,6 +473,7 @@ class _Layout:
                 self.sum_holes += byte_gap
             self.line(depth, f"/* XXX {_plural(byte_gap, 'byte')} hole, try to pack */")
         self.lines.append("")
+        return max(byte_gap, 0)
 
     def _boundary(self, offset: int) -> None:
         line = offset // CACHELINE
@@ -418,10 +524,14 @@ def _composite(btf: BTF, t: Type) -> str:
             end = unit_end // 8
     if t.size > end:
         summary.append(f"padding: {t.size - end}")
-    if bit_padding:
-        summary.append(f"bit_padding: {bit_padding} bits")
     if lay.paddings:
         summary.append(f"paddings: {lay.paddings}, sum paddings: {lay.sum_paddings}")
+    if bit_padding:
+        summary.append(f"bit_padding: {bit_padding} bits")
+    if lay.forced:
+        summary.append(f"forced alignments: {lay.forced}" + (
+            f", forced holes: {lay.forced_holes}, sum forced holes: {lay.sum_forced_holes}"
+            if lay.forced_holes else ""))
     if t.size % CACHELINE:
         summary.append(f"last cacheline: {t.size % CACHELINE} bytes")
     head = f"{_PREFIX[t.kind]} {t.name} {{" if t.name else f"{_PREFIX[t.kind]} {{"
@@ -429,7 +539,10 @@ def _composite(btf: BTF, t: Type) -> str:
     if out[-1] != "":
         out.append("")
     out += [f"\t/* {s} */" for s in summary]
-    out.append("} __attribute__((__packed__));" if is_packed(btf, t) else "};")
+    if is_packed(btf, t):
+        out.append("} __attribute__((__packed__));")
+    else:
+        out.append("}" + _aligned(forced_alignments(btf, t)[1]) + ";")
     return "\n".join(out) + "\n"
 
 

@@ -17,9 +17,12 @@ CO-RE access shows it.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 from . import isa
+
+if TYPE_CHECKING:
+    import argparse
 
 ALU_SYMBOLS = {
     isa.BPF_ADD: "+=", isa.BPF_SUB: "-=", isa.BPF_MUL: "*=", isa.BPF_DIV: "/=",
@@ -335,23 +338,29 @@ def read_input(path: str) -> bytes:
         raise PyBPFError(f"cannot read {path}: {err.strerror}") from None
 
 
-def main(argv: list[str]) -> int:
-    """``pybpf disasm FILE``: raw instruction bytes (8 per slot) back to assembly text."""
+def parser() -> argparse.ArgumentParser:
+    """The parser of ``pybpf disasm``."""
     import argparse
-    import sys
 
-    from .errors import PyBPFError
-
-    parser = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(
         prog="pybpf disasm",
         description="Disassemble raw BPF instruction bytes (as `pybpf asm -o` writes) into "
         "LLVM's assembly syntax; `pybpf asm` reads the output back to the same bytes.",
     )
-    parser.add_argument("file", help="raw little-endian instructions, 8 bytes a slot ('-': stdin)")
-    parser.add_argument(
+    p.add_argument("file", help="raw little-endian instructions, 8 bytes a slot ('-': stdin)")
+    p.add_argument(
         "--btf", metavar="FILE", help="helper and kfunc names from this BTF (default: the kernel)"
     )
-    args = parser.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """``pybpf disasm FILE``: raw instruction bytes (8 per slot) back to assembly text."""
+    import sys
+
+    from .errors import PyBPFError
+
+    args = parser().parse_args(argv)
     data = read_input(args.file)
     if len(data) % 8:
         raise PyBPFError(f"{args.file}: {len(data)} bytes is not a whole number of 8-byte slots")

@@ -96,11 +96,7 @@ def export_parser(tool: Tool, name: str) -> argparse.ArgumentParser:
 
 
 def serve(argv: list[str], err: TextIO = sys.stderr) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        (sys.stdout if argv else err).write(
-            "usage: pybpf export PROGRAM [--listen HOST:PORT] [PROGRAM ARGS...]\n"
-        )
-        return 0 if argv else 2
+    """``pybpf export PROGRAM ARGS...`` (the CLI has checked that a PROGRAM comes first)."""
     tool = load_tool(argv[0])
     if not tool.exportable:
         raise PyBPFError(f"{argv[0]} has no metrics to export (try: pybpf export runqlat)")
@@ -112,8 +108,10 @@ def serve(argv: list[str], err: TextIO = sys.stderr) -> int:
         ) from None
     from prometheus_client import CollectorRegistry, start_http_server
 
-    args = export_parser(tool, argv[0]).parse_args(argv[1:])
+    parser = export_parser(tool, argv[0])
+    args = parser.parse_args(argv[1:])
     args.export = True
+    tool.check_arguments(parser, args)
     prepared = prepare_tool(tool, args, err)
     from .loader import LoadedObject
 

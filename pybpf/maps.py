@@ -254,8 +254,8 @@ class Map(_sys.Closing):
         values = value if isinstance(value, list) else [value] * self._ncpus
         if len(values) != self._ncpus:
             raise PyBPFError(
-                f"map {self.spec.name!r}: a per-CPU value needs {self._ncpus} values (one per "
-                f"possible CPU), got {len(values)}"
+                f"map {self.spec.name!r}: a per-CPU value needs {self._ncpus} "
+                f"value{'' if self._ncpus == 1 else 's'} (one per possible CPU), got {len(values)}"
             )
         pad = bytes(self._slot - self.spec.value_size)
         return b"".join(self._value.pack(v) + pad for v in values)

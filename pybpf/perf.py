@@ -8,7 +8,7 @@ map, and reads the rings from Python.
 Ring protocol (``struct perf_event_mmap_page``): the kernel advances ``data_head`` (offset
 1024), the reader consumes up to it and publishes ``data_tail`` (offset 1032).  On x86-64
 (TSO) plain loads and stores give the ordering the protocol needs; weaker architectures
-would need barriers pure Python cannot issue, so aarch64 support is best effort.
+would need barriers pure Python cannot emit, so aarch64 support is best effort.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ Wakeups: a program may output with ``BPF_RB_NO_WAKEUP`` and let the reader poll 
 the per-event IRQ-work cost (~6 µs on a VM) while bounding the display delay by the timeout.
 
 On x86-64 (TSO) plain loads and stores give the acquire/release ordering the protocol needs;
-weaker architectures would need barriers pure Python cannot issue (best effort on aarch64).
+weaker architectures would need barriers pure Python cannot emit (best effort on aarch64).
 """
 
 from __future__ import annotations

@@ -46,21 +46,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def load_tool(name: str) -> Tool:
     """A shipped program by name (``runqslower``) or a user's program file."""
     module: ModuleType
-    if name.endswith(".py") or os.sep in name:
-        from importlib.util import module_from_spec, spec_from_file_location  # only then
-        from pathlib import Path
-
-        path = Path(name)
-        if not path.is_file():
-            raise PyBPFError(f"no program file {name!r}")
-        spec = spec_from_file_location(f"pybpf_user_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise PyBPFError(f"cannot import {name!r}")
-        module = module_from_spec(spec)
-        spec.loader.exec_module(module)
+    if name.endswith(".py") or os.sep in name or (
+        os.path.lexists(name) and name not in shipped_programs()
+    ):
+        module = _from_file(name)
     else:
         if not name.isidentifier():
-            raise PyBPFError(f"no program named {name!r}")
+            raise PyBPFError(f"no program named {name!r} (try: pybpf list)")
         try:
             module = importlib.import_module(f"pybpf.programs.{name}")
         except ModuleNotFoundError as err:
@@ -71,6 +63,34 @@ def load_tool(name: str) -> Tool:
     if not isinstance(tool, Tool):
         raise PyBPFError(f"{name}: the program file defines no TOOL (a pybpf.tool.Tool)")
     return tool
+
+
+def _from_file(name: str) -> ModuleType:
+    """A user's program file: a Python module (``.py``) that defines ``TOOL``."""
+    from importlib.util import module_from_spec, spec_from_file_location  # only then
+    from pathlib import Path
+
+    path = Path(name)
+    if path.is_dir():
+        raise PyBPFError(f"{name} is a directory, not a program file (a .py module that "
+                         "defines TOOL = <a pybpf.tool.Tool>)")  # fmt: skip
+    if not path.exists():
+        raise PyBPFError(f"no program file {name!r}")
+    if path.suffix != ".py":
+        raise PyBPFError(f"{name} is not a pybpf program: a program file is a Python module "
+                         "(.py) that defines TOOL = <a pybpf.tool.Tool>; shipped programs: "
+                         + ", ".join(shipped_programs()))  # fmt: skip
+    spec = spec_from_file_location(f"pybpf_user_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise PyBPFError(f"cannot import {name!r}")
+    module = module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise PyBPFError(f"{name}:{err.lineno}: not Python: {err.msg}") from None
+    except OSError as err:
+        raise PyBPFError(f"cannot read {name}: {err.strerror}") from None
+    return module
 
 
 def _from_source_tree(name: str) -> ModuleType:

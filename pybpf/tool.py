@@ -58,7 +58,7 @@ class Tool:
             self.on_event(cpu, data, out)
 
     def on_lost(self, cpu: int, count: int, err: TextIO) -> None:
-        err.write(f"Lost {count} events on CPU #{cpu}!\n")
+        err.write(f"Lost {plural(count, 'event')} on CPU #{cpu}!\n")
 
     # -- tools that summarize (runqlat): maps read on a timer rather than events --
 
@@ -86,6 +86,11 @@ class Tool:
         """Metric families (``prometheus_client.core``) read from the loaded object's maps,
         for one scrape; called from the HTTP server's threads, one at a time."""
         raise NotImplementedError
+
+
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    """``"1 event"``, ``"2 events"``: a count and its noun, for messages."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 # -- argument types for tools' parsers (argparse turns the error into one line, exit 2) --

@@ -122,6 +122,19 @@ def test_unknown_program():
     assert_one_error_line(pybpf("explain", "nosuchprogram"), "nosuchprogram")
 
 
+def test_existing_file_that_is_not_a_program(tmp_path):
+    """A file that exists is never "no program named": the error says what it is."""
+    for command in ("run", "explain", "dump"):
+        line = assert_one_error_line(pybpf(command, "README.md"), "README.md")
+        assert "is not a pybpf program" in line and ".py" in line and "TOOL" in line, line
+        assert "no program named" not in line
+    line = assert_one_error_line(pybpf("run", "docs"), "docs is a directory")
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(:\n")
+    assert_one_error_line(pybpf("run", str(bad)), f"{bad}:1: not Python")
+    assert_one_error_line(pybpf("run", "runqlat.py"), "no program file 'runqlat.py'")
+
+
 def test_unknown_command():
     assert_one_error_line(pybpf("nosuchcommand"), "nosuchcommand")
 

@@ -287,6 +287,9 @@ def test_scrapes_while_busy_then_sigint(need_root: None, tmp_path: Path) -> None
         (["export", "runqlat", "-P", "-L"], "not allowed with"),
         (["export", "runqslower"], "has no metrics to export"),
         (["export", "nosuchprogram"], "no program named"),
+        (["export", "runqlat", "--max-series", "5"], "--max-series caps the series of -P"),
+        (["export", "runqlat", "--max-keys", "5"], "--max-keys sizes the histograms of -P"),
+        (["export", "runqlat", "-p", "1", "--max-series", "5"], "--max-series caps"),
     ],
 )
 def test_bad_input_is_one_line(args: list[str], message: str) -> None:

@@ -3,6 +3,7 @@ assembler writes (every form this kernel supports, in a minimal program)."""
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import subprocess
@@ -38,6 +39,22 @@ def test_asm_then_disasm_then_asm_gives_the_same_bytes(tmp_path: Path) -> None:
     again = pybpf("asm", "-", "-o", str(tmp_path / "again.bin"), stdin=back.stdout)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again.bin").read_bytes() == raw
+
+
+def test_dash_is_stdin_and_stdout(tmp_path: Path) -> None:
+    """``pybpf asm - -o -`` reads stdin and writes the raw bytes to stdout (no file named
+    ``-``); ``pybpf disasm -`` reads them back from stdin."""
+    text = "\n".join(table()) + "\n"
+    want = asm_text.to_bytes(asm_text.assemble(text))
+    run = subprocess.run([sys.executable, "-m", "pybpf", "asm", "-", "-o", "-"],
+                         input=text.encode(), capture_output=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == want
+    assert list(tmp_path.iterdir()) == []
+    back = pybpf("disasm", "-", "--btf", str(BTF_510), stdin=run.stdout)
+    assert back.returncode == 0, back.stderr
+    assert asm_text.to_bytes(asm_text.assemble(back.stdout.decode())) == want
 
 
 def test_asm_listing_and_helper_names(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Every attach kind on the real kernel: the program counts calls made by this process, and the
 count must equal the number of calls we made (the oracle is our own loop).  Kinds the running
-kernel lacks (this VM: no CONFIG_KPROBES, no ftrace for fentry/fexit) must fail with one
-clear error instead.
+kernel lacks (e.g. without CONFIG_KPROBES, or without ftrace for fentry/fexit) must fail with
+one clear error instead.
 """
 
 from __future__ import annotations

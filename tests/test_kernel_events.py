@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
 
 EVIL = "\x1b[2Jevil\x07"  # clear screen, then a bell: 10 bytes, a valid comm
 EVIL_ESCAPED = "\\x1b[2Jevil\\x07"
-LOST_RE = re.compile(r"^Lost (\d+) events on CPU #(\d+)!$", re.M)
+LOST_RE = re.compile(r"^Lost (\d+) events? on CPU #(\d+)!$", re.M)
 
 # Sleeps on stdin; each byte it reads wakes it (an enqueue) and it goes back to sleep.
 WAITER = """\

@@ -66,7 +66,8 @@ def test_log2_hist_text_like_trace_helpers() -> None:
 
 
 def test_bad_flags_one_line() -> None:
-    for args in (["-P", "-L"], ["-P", "--pidnss"], ["0"], ["1", "0"], ["-p", "x"], ["1", "2", "3"]):
+    for args in (["-P", "-L"], ["-P", "--pidnss"], ["0"], ["1", "0"], ["-p", "x"], ["1", "2", "3"],
+                 ["--max-keys", "5"], ["-p", "1", "--max-keys", "5"], ["-T", "--json"]):
         r = subprocess.run(
             [sys.executable, "-m", "pybpf", "run", "runqlat", *args],
             cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=30,
@@ -108,12 +109,14 @@ class RunqLat(PybpfProcess):
         super().__init__(["run", "runqlat", *args], tmp_path, name)
 
     def wait_header(self) -> None:
-        self.wait_for("Tracing run queue latency")
+        # with --json the header goes to stderr: stdout is JSON lines only
+        self.wait_for("Tracing run queue latency", in_stderr="--json" in self.args)
 
     def histograms(self) -> list[dict]:
-        lines = self.out().splitlines()
-        assert lines[0].startswith("Tracing run queue latency")
-        return [json.loads(line) for line in lines[1:]]
+        """Every stdout line, parsed as JSON (there must be nothing else on stdout)."""
+        assert "--json" in self.args
+        assert "Tracing run queue latency" in self.err()
+        return [json.loads(line) for line in self.out().splitlines()]
 
 
 
@@ -218,7 +221,7 @@ def test_milliseconds_and_per_process(workload: dict) -> None:
 
 def test_unfiltered_is_one_histogram_of_everything(workload: dict) -> None:
     (h,) = workload["all"]
-    assert set(h) == {"time", "unit", "count", "total_ns", "hist"}
+    assert set(h) == {"time", "ts", "unit", "count", "total_ns", "hist"}
     (victim,) = workload["tp_btf"]
     assert h["count"] >= victim["count"]
     assert h["total_ns"] >= victim["total_ns"]
@@ -305,13 +308,41 @@ def test_per_process_and_per_thread_keys(need_root: None, tmp_path: Path) -> Non
     assert abs(total - proc["count"]) <= 0.05 * proc["count"] + 5, (total, proc["count"])
 
 
-def test_full_map_counts_dropped_waits(need_root: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("room, histograms", [(2, "2 histograms"), (1, "1 histogram")])
+def test_full_map_counts_dropped_waits(need_root: None, tmp_path: Path, room: int,
+                                       histograms: str) -> None:  # fmt: skip
     """With room for 2 histograms (--max-keys 2), -L on a busy system: at most 2 histograms,
     and the waits of every other thread are reported as dropped, not silently lost."""
     with Children() as kids:
         kids.hog(max(os.sched_getaffinity(0)))
-        t = RunqLat(["-L", "--max-keys", "2", "--json", "1", "1"], tmp_path, "full")
+        t = RunqLat(["-L", "--max-keys", str(room), "--json", "1", "1"], tmp_path, "full")
         assert t.proc.wait(timeout=20) == 0, t.err()
-    assert len(t.histograms()) <= 2
-    dropped = re.findall(r"^Dropped (\d+) waits: no room for more than 2 histograms", t.err(), re.M)
-    assert dropped and sum(map(int, dropped)) > 0, t.err()
+    assert len(t.histograms()) <= room
+    dropped = re.findall(rf"^Dropped (\d+) (waits?): no room for more than {histograms} \(",
+                         t.err(), re.M)  # fmt: skip
+    assert dropped and sum(int(n) for n, _ in dropped) > 0, t.err()
+    for n, noun in dropped:  # "1 wait", "2 waits"
+        assert noun == ("wait" if n == "1" else "waits"), t.err()
+
+
+def test_json_stdout_is_only_json_lines(need_root: None, tmp_path: Path) -> None:
+    """``--json``: the "Tracing ..." line goes to stderr; every stdout line is one JSON
+    object (so that ``| jq`` or a line-by-line reader never meets anything else)."""
+    with Children() as kids:
+        kids.hog(max(os.sched_getaffinity(0)))
+        start = time.time_ns()
+        t = RunqLat(["--json", "1", "2"], tmp_path, "json")
+        assert t.proc.wait(timeout=20) == 0, t.err()
+        end = time.time_ns()
+    lines = t.out().splitlines()
+    assert len(lines) == 2, t.out()
+    stamps = []
+    for line in lines:
+        row = json.loads(line)
+        assert isinstance(row, dict), line
+        # "ts": epoch ns of the summary, within this test's window, beside "time"
+        assert isinstance(row["ts"], int) and start < row["ts"] < end, (start, row, end)
+        assert row["time"] == time.strftime("%H:%M:%S", time.localtime(row["ts"] // 10**9))
+        stamps.append(row["ts"])
+    assert 0.8e9 < stamps[1] - stamps[0] < 1.5e9, stamps  # one interval apart
+    assert t.err().startswith("Tracing run queue latency... Hit Ctrl-C to end.\n"), t.err()

@@ -165,6 +165,7 @@ def test_filters(tmp_path):
 
 def test_previous_and_json(tmp_path):
     """-P adds PREV COMM and PREV TID; --json (with and without -P) has the documented keys."""
+    start = time.time_ns()
     with Children() as kids:
         prev = kids.tracer(["-P", "--min-us", "50"], tmp_path, "prev")
         js = kids.tracer(["--json", "--min-us", "50"], tmp_path, "json")
@@ -181,17 +182,21 @@ def test_previous_and_json(tmp_path):
         prev_rows = prev.rows(previous=True)
         json_rows = js.json_rows()
         json_prev_rows = js_prev.json_rows()
+    end = time.time_ns()
 
     assert prev_rows and json_rows and json_prev_rows
     assert all(r["lat_us"] > 50 for r in prev_rows)
     assert any(r["prev_tid"] > 0 for r in prev_rows)
     for rows, keys in (
-        (json_rows, {"time", "comm", "tid", "lat_us"}),
-        (json_prev_rows, {"time", "comm", "tid", "lat_us", "prev_comm", "prev_tid"}),
+        (json_rows, {"time", "ts", "comm", "tid", "lat_us"}),
+        (json_prev_rows, {"time", "ts", "comm", "tid", "lat_us", "prev_comm", "prev_tid"}),
     ):
         for r in rows:
-            assert set(r) == keys, r
+            assert set(r) - {"comm_raw", "prev_comm_raw"} == keys, r
             assert TIME_RE.fullmatch(r["time"]) and isinstance(r["comm"], str), r
+            # "ts": epoch ns when the row was read, within the test's window, as "time" says
+            assert isinstance(r["ts"], int) and start < r["ts"] < end, (start, r, end)
+            assert r["time"] == time.strftime("%H:%M:%S", time.localtime(r["ts"] // 10**9)), r
             assert isinstance(r["tid"], int) and isinstance(r["lat_us"], int), r
             assert r["lat_us"] > 50, r
             if "prev_tid" in r:
