@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from helpers_rq import REPO, SPINNER, Children, PybpfProcess, schedstat, tool_env
 
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
+
 EXAMPLES = REPO / "docs" / "examples"
 API = REPO / "docs" / "api.md"
 TESTED = {"switches.py": "test_user_program.py", "execsnoop.py": "here",

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers_rq import Children, PybpfProcess
 
 from pybpf.programs._runq import json_comm
@@ -79,6 +80,7 @@ def _name(row: dict, key: str) -> bytes:
     return bytes.fromhex(raw) if raw is not None else row[key].encode()
 
 
+@pytest.mark.kernel
 def test_names_round_trip_through_json(need_root: None, tmp_path: Path) -> None:
     with Children() as kids:
         victim, tgid, bad, good = _named_threads(kids)

@@ -7,6 +7,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.oracle("git")  # the tracked files
+
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = re.compile(r"\.\./shared|/work/|/root/|(?i:\bworkplace\b|\bsessions?\b|\bissues?\b)"
                        r"|\bDESIGN\.md\b")  # fmt: skip
