@@ -107,6 +107,8 @@ def evaluate(expr: Any, env: dict[str, tuple[int, str]]) -> tuple[int, str]:
         b, tb = evaluate(expr[3], env)
         return arith(expr[1], a, ta, b, tb)
     if kind == "neg":
+        if expr[1][0] == "const" and expr[1][1] <= 1 << 63:  # -5 is one literal
+            return evaluate(("const", -expr[1][1]), env)
         a, t = evaluate(expr[1], env)
         t = promote(t)
         return wrap(t, -a), t
@@ -131,6 +133,10 @@ def evaluate(expr: Any, env: dict[str, tuple[int, str]]) -> tuple[int, str]:
         return int(truth(expr[1], env) or truth(expr[2], env)), "s32"
     if kind == "not":
         return int(not truth(expr[1], env)), "s32"
+    if kind == "call":  # mix(x: u64, y: s32) -> u64: return x * 3 + u64(y) ^ (x >> 7)
+        x = wrap("u64", evaluate(expr[1], env)[0])
+        y = wrap("s32", evaluate(expr[2], env)[0])
+        return wrap("u64", (x * 3 + wrap("u64", y)) ^ (x >> 7)), "u64"
     if kind == "ifexp":
         a, ta = evaluate(expr[2], env)
         b, tb = evaluate(expr[3], env)
@@ -226,6 +232,8 @@ def render_expr(e: Any) -> str:
         return f"({render_expr(e[1])} {kind} {render_expr(e[2])})"
     if kind == "not":
         return f"(not {render_expr(e[1])})"
+    if kind == "call":
+        return f"mix({render_expr(e[1])}, {render_expr(e[2])})"
     if kind == "ifexp":
         return f"({render_expr(e[2])} if {render_expr(e[1])} else {render_expr(e[3])})"
     raise AssertionError(kind)
@@ -264,6 +272,11 @@ def render_body(body: list[Any], indent: str) -> list[str]:
     return out
 
 
+MIX = """def mix(x: u64, y: s32) -> u64:
+    return x * 3 + u64(y) ^ (x >> 7)
+"""
+
+
 def render(program: Any, name: str = "f") -> str:
     params, body, final = program
     sig = ", ".join(f"{n}: {t}" for n, t in params)
@@ -290,13 +303,15 @@ def constants() -> st.SearchStrategy[int]:
 
 @st.composite
 def expressions(draw: Any, names: list[str], depth: int = 3) -> Any:
-    if depth == 0 or draw(st.integers(0, 3)) == 0:
-        if names and draw(st.booleans()):
+    if depth == 0 or draw(st.integers(0, 4)) == 0:
+        if names and draw(st.integers(0, 2)) > 0:
             return ("var", draw(st.sampled_from(names)))
         return ("const", draw(constants()))
-    kind = draw(st.sampled_from(["bin", "bin", "bin", "neg", "inv", "cast", "cmp", "and", "or",
-                                 "not", "ifexp"]))  # fmt: skip
+    kind = draw(st.sampled_from(["bin", "bin", "bin", "bin", "neg", "inv", "cast", "cmp", "and",
+                                 "or", "not", "ifexp", "call"]))  # fmt: skip
     sub = expressions(names, depth - 1)
+    if kind == "call":
+        return ("call", draw(sub), draw(sub))
     if kind == "bin":
         return ("bin", draw(st.sampled_from(BINOPS)), draw(sub), draw(sub))
     if kind in ("neg", "inv", "not"):

@@ -13,16 +13,17 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lang_oracle import MIX, TYPES, programs, render, run, wrap
 
 import pybpf.lang as lang
-from lang_oracle import TYPES, programs, render, run, wrap
 from pybpf.asm import FP, R0, R1, R2, R3, R6, Asm
 from pybpf.lang.program import SourceFunction, compile_subprogram
 from pybpf.object import MapSpec, ObjectSpec, ProgramSpec, prepare
 from pybpf.uapi import BPF_MAP_TYPE_ARRAY
 
-NAMESPACE = vars(lang)
-EXAMPLES = int(os.environ.get("PYBPF_LANG_EXAMPLES", "600"))
+NAMESPACE = dict(vars(lang))
+NAMESPACE["mix"] = SourceFunction(MIX, NAMESPACE, "<mix>")
+EXAMPLES = int(os.environ.get("PYBPF_LANG_EXAMPLES", "500"))
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ class Access:
         """The module-level object an expression names (not a local), or None."""
         if isinstance(node, ast.Name) and node.id not in self.locals:
             try:
-                return self.lookup_object(node)  # type: ignore[attr-defined]
+                return self.lookup_object(node)
             except Exception:
                 return None
         return None
@@ -60,9 +60,9 @@ class Access:
     def map_of(self, node: ast.expr) -> MapDecl:
         m = self.global_object(node)
         if not isinstance(m, MapDecl):
-            raise self.err(node, "not a map")  # type: ignore[attr-defined]
+            raise self.err(node, "not a map")
         if not m.name:
-            m.name = node.id  # type: ignore[attr-defined]
+            m.name = node.id
         self.unit.use_map(m)
         return m
 
@@ -75,21 +75,21 @@ class Access:
             owner = self.global_object(func.value)
             if owner is not None and getattr(owner, "__class__", None).__name__ == "_Helpers":
                 return self.helper(node, func.attr)
-            raise self.err(node, f"cannot call {ast.unparse(func)}")  # type: ignore[attr-defined]
+            raise self.err(node, f"cannot call {ast.unparse(func)}")
         if not isinstance(func, ast.Name):
-            raise self.err(node, "call of a computed function")  # type: ignore[attr-defined]
+            raise self.err(node, "call of a computed function")
         if func.id in self.locals:
-            raise self.err(node, f"{func.id} is a local, not a function")  # type: ignore
+            raise self.err(node, f"{func.id} is a local, not a function")
         try:
-            obj = self.lookup_object(func)  # type: ignore[attr-defined]
+            obj = self.lookup_object(func)
         except Exception:
             if self.unit.has_helper(func.id):
                 return self.helper(node, func.id)
             raise
         if isinstance(obj, IntType):
-            return self.cast(node, obj)  # type: ignore[attr-defined]
+            return self.cast(node, obj)
         if obj is int:
-            return self.cast(node, s64)  # type: ignore[attr-defined]
+            return self.cast(node, s64)
         if isinstance(obj, type) and issubclass(obj, Struct):
             return self.construct(node) or Val(s32, const=0)
         if obj is sizeof:
@@ -103,58 +103,58 @@ class Access:
         sub = getattr(obj, "_bpf_function", None)
         if sub is not None:
             return self.call_sub(node, obj)
-        raise self.err(node, f"{func.id} is not a BPF function, helper or type")  # type: ignore
+        raise self.err(node, f"{func.id} is not a BPF function, helper or type")
 
     def args(self, node: ast.Call) -> list[ir.Operand]:
         """Helper arguments: numbers by value, places (structs, arrays) by address."""
         out: list[ir.Operand] = []
         for arg in node.args:
-            e = self.expr(arg)  # type: ignore[attr-defined]
+            e = self.expr(arg)
             if isinstance(e, Mem) and not isinstance(e.type, (IntType, PtrType)):
-                out.append(self.address(e))  # type: ignore[attr-defined]
+                out.append(self.address(e))
             else:
-                out.append(self.operand(self.rvalue(e, arg)))  # type: ignore[attr-defined]
+                out.append(self.operand(self.rvalue(e, arg)))
         return out
 
     def helper(self, node: ast.Call, name: str) -> Val:
         name = name[4:] if name.startswith("bpf_") else name
         if not self.unit.has_helper(name):
-            raise self.err(node, f"no BPF helper bpf_{name}() on the target kernel")  # type: ignore
+            raise self.err(node, f"no BPF helper bpf_{name}() on the target kernel")
         if len(node.args) > 5 or node.keywords:
-            raise self.err(node, "a helper takes at most 5 positional arguments")  # type: ignore
+            raise self.err(node, "a helper takes at most 5 positional arguments")
         args = self.args(node)
         t = INT_TYPES[HELPER_RESULTS.get(name, "s64")]
-        r = self.new()  # type: ignore[attr-defined]
-        self.emit(ir.Call(r, name, args))  # type: ignore[attr-defined]
+        r = self.new()
+        self.emit(ir.Call(r, name, args))
         return Val(t, r)
 
     def call_sub(self, node: ast.Call, pyfn: Any) -> Val:
         name, params, ret = self.unit.subprogram(pyfn)
         if len(node.args) != len(params) or node.keywords:
-            raise self.err(node, f"{name}() takes {len(params)} arguments")  # type: ignore
+            raise self.err(node, f"{name}() takes {len(params)} arguments")
         args = []
         for arg, (_, t) in zip(node.args, params):
-            v = self.convert(self.scalar(arg), t, arg)  # type: ignore[attr-defined]
-            args.append(self.operand(v))  # type: ignore[attr-defined]
-        r = self.new()  # type: ignore[attr-defined]
-        self.emit(ir.Call(r, name, args, sub=True))  # type: ignore[attr-defined]
+            v = self.convert(self.scalar(arg), t, arg)
+            args.append(self.operand(v))
+        r = self.new()
+        self.emit(ir.Call(r, name, args, sub=True))
         self.fn.calls.add(name)
         return Val(ret, r)
 
     def sizeof(self, node: ast.Call) -> int:
         if len(node.args) != 1:
-            raise self.err(node, "sizeof(x) takes one argument")  # type: ignore[attr-defined]
+            raise self.err(node, "sizeof(x) takes one argument")
         arg = node.args[0]
         obj = self.global_object(arg)
         t = resolve_type(obj) if obj is not None else None
         if t is None:
-            e = self.expr(arg)  # type: ignore[attr-defined]
+            e = self.expr(arg)
             t = e.type
         return t.size
 
     def field_exists(self, node: ast.Call) -> Val:
         if len(node.args) != 1:
-            raise self.err(node, "field_exists(p.field) takes one argument")  # type: ignore
+            raise self.err(node, "field_exists(p.field) takes one argument")
         arg = node.args[0]
         if isinstance(arg, ast.Attribute):
             owner = self.global_object(arg.value)
@@ -163,21 +163,21 @@ class Access:
                 self.unit.kernel.member(ks, arg.attr)
                 e: Expr = Mem(u64, ir.VReg(-1), core=self.unit.field(KField(ks, (arg.attr,))))
             else:
-                e = self.expr(arg)  # type: ignore[attr-defined]
+                e = self.expr(arg)
         else:
-            e = self.expr(arg)  # type: ignore[attr-defined]
+            e = self.expr(arg)
         if not isinstance(e, Mem) or e.core is None:
-            raise self.err(node, "field_exists() needs a kernel struct field")  # type: ignore
-        r = self.new()  # type: ignore[attr-defined]
-        self.emit(ir.CoreValue(r, "field_exists", e.core))  # type: ignore[attr-defined]
+            raise self.err(node, "field_exists() needs a kernel struct field")
+        r = self.new()
+        self.emit(ir.CoreValue(r, "field_exists", e.core))
         return Val(s32, r)
 
     def kernel_cast(self, node: ast.Call) -> Val:
         if len(node.args) != 2:
-            raise self.err(node, "cast(p, T) takes two arguments")  # type: ignore
-        v = self.scalar(node.args[0])  # type: ignore[attr-defined]
+            raise self.err(node, "cast(p, T) takes two arguments")
+        v = self.scalar(node.args[0])
         target = self.kernel_type(node.args[1])
-        return Val(PtrType(target, kernel=True), self.reg_of(v))  # type: ignore[attr-defined]
+        return Val(PtrType(target, kernel=True), self.reg_of(v))
 
     def kernel_type(self, node: ast.expr) -> KStruct:
         obj = self.global_object(node)
@@ -187,7 +187,7 @@ class Access:
             return self.unit.kernel.struct(node.value)
         if isinstance(node, ast.Call) and self.global_object(node.func) is kernel_struct:
             return self.kernel_type(node.args[0])
-        raise self.err(node, "a kernel struct type is needed here")  # type: ignore
+        raise self.err(node, "a kernel struct type is needed here")
 
     # -- struct values -----------------------------------------------------------
     def construct(self, value: ast.expr) -> Optional[Mem]:
@@ -199,34 +199,34 @@ class Access:
             return None
         st = obj._lang
         if value.args:
-            raise self.err(value, f"{st.name}(...) takes field=value arguments")  # type: ignore
-        place = self.new_struct(st, st.name.lower(), value)  # type: ignore[attr-defined]
+            raise self.err(value, f"{st.name}(...) takes field=value arguments")
+        place = self.new_struct(st, st.name.lower(), value)
         for kw in value.keywords:
             field = st.field(kw.arg or "")
             if field is None:
-                raise self.err(kw, f"struct {st.name} has no field {kw.arg}")  # type: ignore
+                raise self.err(kw, f"struct {st.name} has no field {kw.arg}")
             off, ft = field
-            self.store(Mem(ft, place.base, off), kw.value, kw)  # type: ignore[attr-defined]
+            self.store(Mem(ft, place.base, off), kw.value, kw)
         return place
 
     def copy_into(self, place: Mem, value: ast.expr, node: ast.AST) -> None:
         """Struct and array assignment: a byte copy, or a probe read from kernel memory."""
-        src = self.expr(value)  # type: ignore[attr-defined]
+        src = self.expr(value)
         if not isinstance(src, Mem) or src.type.size != place.type.size and not src.kernel:
-            raise self.err(node, f"cannot assign {src.type} to {place.type}")  # type: ignore
+            raise self.err(node, f"cannot assign {src.type} to {place.type}")
         if src.kernel:
             n = min(place.type.size, src.type.size)
             is_str = isinstance(place.type, ArrayType) and place.type.elem is char
             helper = "probe_read_kernel_str" if is_str else "probe_read_kernel"
-            args = [self.address(place), n, self.address(src)]  # type: ignore[attr-defined]
-            self.emit(ir.Call(None, helper, args))  # type: ignore[attr-defined]
+            args = [self.address(place), n, self.address(src)]
+            self.emit(ir.Call(None, helper, args))
             return
         off = 0
         for size in (8, 4, 2, 1):
             while place.type.size - off >= size:
-                r = self.new()  # type: ignore[attr-defined]
-                self.emit(ir.Load(r, src.base, src.off + off, size))  # type: ignore
-                self.emit(ir.Store(place.base, place.off + off, r, size))  # type: ignore
+                r = self.new()
+                self.emit(ir.Load(r, src.base, src.off + off, size))
+                self.emit(ir.Store(place.base, place.off + off, r, size))
                 off += size
 
     # -- fields and elements -----------------------------------------------------
@@ -234,41 +234,41 @@ class Access:
         owner = self.global_object(node.value)
         if isinstance(owner, type) and issubclass(owner, ReadOnly):
             return self.rodata(node, owner)
-        base = self.expr(node.value)  # type: ignore[attr-defined]
+        base = self.expr(node.value)
         name = node.attr
         if isinstance(base, Mem) and isinstance(base.type, StructType):
             field = base.type.field(name)
             if field is None:
-                raise self.err(node, f"struct {base.type.name} has no field {name}")  # type: ignore
+                raise self.err(node, f"struct {base.type.name} has no field {name}")
             return Mem(field[1], base.base, base.off + field[0], atomic=base.atomic)
         if isinstance(base, Mem) and isinstance(base.type, KStruct) and base.core is not None:
             t = self.unit.kernel.member(base.type, name)
             return Mem(t, base.base, core=self.unit.field(base.core.extend(name)), kernel=True)
         if isinstance(base, Mem):
-            base = self.rvalue(base, node.value)  # type: ignore[attr-defined]
+            base = self.rvalue(base, node.value)
         if isinstance(base, Val) and isinstance(base.type, PtrType):
             target = base.type.target
-            reg = self.reg_of(base)  # type: ignore[attr-defined]
+            reg = self.reg_of(base)
             if isinstance(target, StructType):
                 field = target.field(name)
                 if field is None:
-                    raise self.err(node, f"struct {target.name} has no field {name}")  # type: ignore
+                    raise self.err(node, f"struct {target.name} has no field {name}")
                 return Mem(field[1], reg, field[0], atomic=True)
             if isinstance(target, KStruct):
                 t = self.unit.kernel.member(target, name)
                 return Mem(t, reg, core=self.unit.field(KField(target, (name,))), kernel=True)
-        raise self.err(node, f"{ast.unparse(node.value)} has no fields")  # type: ignore
+        raise self.err(node, f"{ast.unparse(node.value)} has no fields")
 
     def subscript(self, node: ast.Subscript) -> Expr:
         if self.is_map(node.value):
             return self.map_read(node)
-        base = self.expr(node.value)  # type: ignore[attr-defined]
+        base = self.expr(node.value)
         if not isinstance(base, Mem) or not isinstance(base.type, ArrayType):
-            raise self.err(node, "only arrays and maps can be indexed")  # type: ignore
-        index = self.const_int(node.slice)  # type: ignore[attr-defined]
+            raise self.err(node, "only arrays and maps can be indexed")
+        index = self.const_int(node.slice)
         t = base.type
         if not 0 <= index < t.n:
-            raise self.err(node.slice, f"index {index} out of range [0, {t.n})")  # type: ignore
+            raise self.err(node.slice, f"index {index} out of range [0, {t.n})")
         if base.core is not None:
             return Mem(t.elem, base.base, core=self.unit.field(base.core.extend(index)),
                        kernel=True)  # fmt: skip
@@ -276,11 +276,11 @@ class Access:
 
     def rodata(self, node: ast.Attribute, cls: type) -> Expr:
         layout = self.unit.use_rodata(cls)
-        if node.attr not in cls._vars:  # type: ignore[attr-defined]
-            raise self.err(node, f"{cls.__name__} has no global {node.attr}")  # type: ignore
-        t = cls._vars[node.attr]  # type: ignore[attr-defined]
-        r = self.new()  # type: ignore[attr-defined]
-        self.emit(ir.LdMap(r, layout.MAP_NAME, True, layout.offset(node.attr)))  # type: ignore
+        if node.attr not in cls._vars:
+            raise self.err(node, f"{cls.__name__} has no global {node.attr}")
+        t = cls._vars[node.attr]
+        r = self.new()
+        self.emit(ir.LdMap(r, layout.MAP_NAME, True, layout.offset(node.attr)))
         return Mem(t, r, kernel=True)
 
     # -- maps --------------------------------------------------------------------
@@ -291,25 +291,25 @@ class Access:
         """The address of ``value`` as a ``t`` on the stack (for a helper to read)."""
         assert t is not None
         if isinstance(t, IntType):
-            v = self.convert(self.integer(value), t, value)  # type: ignore[attr-defined]
+            v = self.convert(self.integer(value), t, value)
             obj = self.fn.frame_obj(8, 8, what)
-            self.emit(ir.Store(obj, 0, self.operand(v), t.size))  # type: ignore[attr-defined]
-            r = self.new(what)  # type: ignore[attr-defined]
-            self.emit(ir.Addr(r, obj))  # type: ignore[attr-defined]
+            self.emit(ir.Store(obj, 0, self.operand(v), t.size))
+            r = self.new(what)
+            self.emit(ir.Addr(r, obj))
             return r
-        e = self.expr(value)  # type: ignore[attr-defined]
+        e = self.expr(value)
         if not isinstance(e, Mem) or e.type is not t:
-            raise self.err(value, f"a {t.name} is needed here")  # type: ignore[attr-defined]
-        return self.address(e)  # type: ignore[attr-defined]
+            raise self.err(value, f"a {t.name} is needed here")
+        return self.address(e)
 
     def map_call(self, helper: str, args: list[ir.Operand], t: LangType = s64) -> Val:
-        r = self.new()  # type: ignore[attr-defined]
-        self.emit(ir.Call(r, helper, args))  # type: ignore[attr-defined]
+        r = self.new()
+        self.emit(ir.Call(r, helper, args))
         return Val(t, r)
 
     def map_ref(self, m: MapDecl) -> ir.VReg:
-        r = self.new(m.name)  # type: ignore[attr-defined]
-        self.emit(ir.LdMap(r, m.name))  # type: ignore[attr-defined]
+        r = self.new(m.name)
+        self.emit(ir.LdMap(r, m.name))
         return r
 
     def lookup_ptr(self, m: MapDecl, key: ir.VReg) -> Val:
@@ -320,36 +320,37 @@ class Access:
         if method in ("get", "lookup") and len(node.args) == 1:
             return self.lookup_ptr(m, self.key_addr(m, node.args[0]))
         if method == "output" and len(node.args) in (1, 2):
-            arg = self.expr(node.args[0])  # type: ignore[attr-defined]
+            arg = self.expr(node.args[0])
             if not isinstance(arg, Mem):
-                raise self.err(node, "output() sends a struct or array")  # type: ignore
-            flags = self.integer(node.args[1]) if len(node.args) == 2 else Val(u64, const=0)  # type: ignore
-            data = self.address(arg)  # type: ignore[attr-defined]
+                raise self.err(node, "output() sends a struct or array")
+            flags = self.integer(node.args[1]) if len(node.args) == 2 else Val(u64, const=0)
+            data = self.address(arg)
             if isinstance(m, RingBuf):
                 return self.map_call("ringbuf_output", [self.map_ref(m), data, arg.type.size,
-                                                        self.operand(flags)])  # type: ignore
+                                                        self.operand(flags)])
             if isinstance(m, PerfEventArray):
                 if self.ctx is None:
-                    raise self.err(node, "perf output needs the program's context")  # type: ignore
+                    raise self.err(node, "perf output needs the program's context")
                 return self.map_call("perf_event_output", [self.ctx, self.map_ref(m),
                                      _BPF_F_CURRENT_CPU, data, arg.type.size])  # fmt: skip
         if method == "delete" and len(node.args) == 1:
-            return self.map_call("map_delete_elem", [self.map_ref(m), self.key_addr(m, node.args[0])])
-        raise self.err(node, f"map {m.name} has no method {method}() of that form")  # type: ignore
+            key = self.key_addr(m, node.args[0])
+            return self.map_call("map_delete_elem", [self.map_ref(m), key])
+        raise self.err(node, f"map {m.name} has no method {method}() of that form")
 
     def map_read(self, node: ast.Subscript) -> Val:
         """``m[k]`` as a number: the value, or 0 when ``k`` is not in the map."""
         m = self.map_of(node.value)
         if not isinstance(m.value, IntType):
-            raise self.err(node, f"{m.name}[k] reads numbers; use {m.name}.get(k)")  # type: ignore
+            raise self.err(node, f"{m.name}[k] reads numbers; use {m.name}.get(k)")
         p = self.lookup_ptr(m, self.key_addr(m, node.slice))
-        out = self.new()  # type: ignore[attr-defined]
-        end = self.new_label("miss")  # type: ignore[attr-defined]
-        self.emit(ir.Mov(out, 0))  # type: ignore[attr-defined]
+        out = self.new()
+        end = self.new_label("miss")
+        self.emit(ir.Mov(out, 0))
         assert p.reg is not None
-        self.emit(ir.CJmp("jeq", p.reg, 0, end))  # type: ignore[attr-defined]
-        self.emit(ir.Load(out, p.reg, 0, m.value.size, m.value.signed))  # type: ignore
-        self.emit(ir.Label(end))  # type: ignore[attr-defined]
+        self.emit(ir.CJmp("jeq", p.reg, 0, end))
+        self.emit(ir.Load(out, p.reg, 0, m.value.size, m.value.signed))
+        self.emit(ir.Label(end))
         return Val(m.value, out)
 
     def map_store(self, target: ast.Subscript, value: ast.expr, node: ast.AST) -> None:
@@ -365,30 +366,30 @@ class Access:
         m = self.map_of(target.value)
         t = m.value
         if not isinstance(t, IntType) or op not in ("add", "sub") or t.size not in (4, 8):
-            raise self.err(node, "m[k] += n / -= n on 4- or 8-byte integer values only")  # type: ignore
+            raise self.err(node, "m[k] += n / -= n on 4- or 8-byte integer values only")
         key = self.key_addr(m, target.slice)
-        n = self.convert(self.integer(value), t, value)  # type: ignore[attr-defined]
+        n = self.convert(self.integer(value), t, value)
         if op == "sub":
-            n = self.arith("sub", Val(t, const=0), n, node)  # type: ignore[attr-defined]
-        n_reg = self.reg_of(n)  # type: ignore[attr-defined]
+            n = self.arith("sub", Val(t, const=0), n, node)
+        n_reg = self.reg_of(n)
         p = self.lookup_ptr(m, key)
         assert p.reg is not None
-        miss, end = self.new_label("miss"), self.new_label("done")  # type: ignore[attr-defined]
-        self.emit(ir.CJmp("jeq", p.reg, 0, miss))  # type: ignore[attr-defined]
-        self.emit(ir.AtomicAdd(p.reg, 0, n_reg, t.size))  # type: ignore[attr-defined]
-        self.emit(ir.Jmp(end))  # type: ignore[attr-defined]
-        self.emit(ir.Label(miss))  # type: ignore[attr-defined]
+        miss, end = self.new_label("miss"), self.new_label("done")
+        self.emit(ir.CJmp("jeq", p.reg, 0, miss))
+        self.emit(ir.AtomicAdd(p.reg, 0, n_reg, t.size))
+        self.emit(ir.Jmp(end))
+        self.emit(ir.Label(miss))
         if m.hash_like:
             obj = self.fn.frame_obj(8, 8, "init")
-            self.emit(ir.Store(obj, 0, n_reg, t.size))  # type: ignore[attr-defined]
-            addr = self.new()  # type: ignore[attr-defined]
-            self.emit(ir.Addr(addr, obj))  # type: ignore[attr-defined]
+            self.emit(ir.Store(obj, 0, n_reg, t.size))
+            addr = self.new()
+            self.emit(ir.Addr(addr, obj))
             self.map_call("map_update_elem", [self.map_ref(m), key, addr, uapi.BPF_NOEXIST])
-        self.emit(ir.Label(end))  # type: ignore[attr-defined]
+        self.emit(ir.Label(end))
 
     def delete(self, target: ast.expr) -> None:
         if not (isinstance(target, ast.Subscript) and self.is_map(target.value)):
-            raise self.err(target, "del works on map elements only")  # type: ignore
+            raise self.err(target, "del works on map elements only")
         m = self.map_of(target.value)
         self.map_call("map_delete_elem", [self.map_ref(m), self.key_addr(m, target.slice)])
 

@@ -246,6 +246,7 @@ def generate(fn: ir.Function, a: Asm, prefix: str = "") -> list[int]:
     """Emit ``fn`` into ``a`` (a label ``fn.name`` at its start); returns, for every
     instruction emitted, the source line it came from."""
     simplify(fn)
+    fn.calls = {i.target for i in fn.insns if isinstance(i, ir.Call) and i.sub}  # live ones
     alloc = allocate(fn)
     layout_frame(fn)
     gen = _Gen(fn, alloc, a, prefix or f"{fn.name}.")

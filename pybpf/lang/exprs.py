@@ -152,6 +152,11 @@ class Exprs:
         if isinstance(node, ast.BinOp):
             return self.binop(node)
         if isinstance(node, ast.UnaryOp):
+            operand = node.operand
+            if isinstance(node.op, ast.USub) and isinstance(operand, ast.Constant) \
+                    and type(operand.value) is int and operand.value <= 1 << 63:  # fmt: skip
+                # -2147483648 is one int constant, as Python reads it (not -(long)2^31)
+                return Val(literal_type(-operand.value), const=-operand.value)
             return self.unary(node)
         if isinstance(node, (ast.Compare, ast.BoolOp)):
             return self.truth_value(node)

@@ -370,7 +370,8 @@ class FunctionCompiler(Access, Exprs):
 
 
 def compile_function(unit: Any, pyfn: Callable[..., Any], name: str,
-                     params: Optional[list[tuple[str, LangType]]] = None) -> ir.Function:  # fmt: skip
+                     params: Optional[list[tuple[str, LangType]]] = None,
+                     ) -> ir.Function:  # fmt: skip
     """A subprogram: parameters typed by their annotations (``def f(a: u32) -> u64``)."""
     node, source = parse_function(pyfn)
     fc = FunctionCompiler(unit, pyfn, node, source, name)

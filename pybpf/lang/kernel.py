@@ -31,7 +31,7 @@ from ..btf import (
     BTF_KIND_VOLATILE,
 )
 from .errors import CompileError
-from .types import ArrayType, IntType, LangType, PtrType, char, s8, s16, s32, s64, u8, u16, u32, u64
+from .types import ArrayType, LangType, PtrType, char, s8, s16, s32, s64, u8, u16, u32, u64
 
 _MODS = (BTF_KIND_TYPEDEF, BTF_KIND_CONST, BTF_KIND_VOLATILE, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG)
 _INTS = {(1, False): u8, (2, False): u16, (4, False): u32, (8, False): u64,
@@ -117,7 +117,8 @@ class KernelTypes:
 
     def _btf_struct(self, name: str) -> Any:
         btf = self.need_btf()
-        ids = btf.find(essential(name), BTF_KIND_STRUCT) or btf.find(essential(name), BTF_KIND_UNION)
+        base = essential(name)
+        ids = btf.find(base, BTF_KIND_STRUCT) or btf.find(base, BTF_KIND_UNION)
         return btf.type(ids[0])
 
     def skip(self, type_id: int) -> Any:
@@ -216,8 +217,9 @@ class KernelTypes:
     def _local_ctype(self, type_id: int, local: Any) -> _cd.CType:
         t = self.skip(type_id)
         if t.kind == BTF_KIND_INT:
-            return _cd.Int(t.name, t.size, signed=bool(t.int_encoding & 1),
-                           char=bool(t.int_encoding & 2), bool_=bool(t.int_encoding & 4))  # fmt: skip
+            enc = t.int_encoding
+            return _cd.Int(t.name, t.size, signed=bool(enc & 1), char=bool(enc & 2),
+                           bool_=bool(enc & 4))
         if t.kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
             return _cd.Enum(t.name, {}, t.size, signed=bool(t.kflag))
         if t.kind == BTF_KIND_PTR:

@@ -160,6 +160,22 @@ def compile_program(unit: Unit, pyfn: Callable[..., Any], section: str) -> ir.Fu
     return fc.compile_body()
 
 
+def emit_with_calls(unit: Unit, fn: ir.Function, a: Asm) -> list[int]:
+    """``fn`` then every subprogram it calls (once each, only those still called after
+    dead code went: the kernel refuses unreachable subprograms)."""
+    lines = generate(fn, a)
+    emitted = {fn.name}
+    pending = sorted(fn.calls)
+    while pending:
+        sub = pending.pop(0)
+        if sub in emitted:
+            continue
+        emitted.add(sub)
+        lines += generate(unit.sub_ir[sub], a)
+        pending += sorted(unit.sub_ir[sub].calls)
+    return lines
+
+
 def build(name: str, programs: list[Callable[..., Any]], btf: Optional[BTF] = None) -> Compiled:
     """Compile ``programs`` (``@program`` functions) and everything they use into an
     :class:`~pybpf.object.ObjectSpec` (in ``.spec``)."""
@@ -175,16 +191,7 @@ def build(name: str, programs: list[Callable[..., Any]], btf: Optional[BTF] = No
     out = Compiled(ObjectSpec(name, []), maps=dict(unit.maps), readonly=unit.readonly)
     for fn, section, lic in irs:
         a = Asm()
-        lines = generate(fn, a)
-        emitted = {fn.name}
-        pending = sorted(fn.calls)
-        while pending:
-            sub = pending.pop(0)
-            if sub in emitted:
-                continue
-            emitted.add(sub)
-            lines += generate(unit.sub_ir[sub], a)
-            pending += sorted(unit.sub_ir[sub].calls)
+        lines = emit_with_calls(unit, fn, a)
         out.spec.programs.append(ProgramSpec(fn.name, section, a.assemble(), lic))
         out.lines[fn.name] = lines
         out.files[fn.name] = fn.source.filename
@@ -215,8 +222,7 @@ def compile_subprogram(pyfn: Callable[..., Any], a: Asm, btf: Optional[BTF] = No
     name, _, _ = unit.subprogram(pyfn)
     unit.compile_pending()
     unit.kernel.finalize(unit.fields)
-    for sub in unit.sub_ir.values():
-        generate(sub, a)
+    emit_with_calls(unit, unit.sub_ir[name], a)
     if unit.maps or unit.layout is not None:
         raise CompileError(f"{name}: a function emitted alone may not use maps or globals")
     return name
