@@ -220,11 +220,10 @@ class FunctionCompiler(Access, Exprs):
                 v = self.scalar(value)
                 t = v.type
                 self.declare(target, t, None, node)
-                local = self.locals[target.id]
-                self.emit(ir.Mov(local.reg, self.operand(self.convert(v, t, node))))
+                self.set_local(self.locals[target.id], self.convert(v, t, node))
                 return
-            v = self.scalar(value)
-            self.emit(ir.Mov(local.reg, self.operand(self.convert(v, local.type, node))))
+            v = self.convert(self.scalar(value), local.type, node)
+            self.set_local(local, v)
             return
         if isinstance(target, ast.Subscript) and self.is_map(target.value):
             self.map_store(target, value, node)
@@ -236,6 +235,19 @@ class FunctionCompiler(Access, Exprs):
             self.store(place, value, node)
             return
         raise self.err(target, f"cannot assign to {type(target).__name__}")
+
+    def set_local(self, local: Local, v: Val) -> None:
+        """``local = v``: the instruction that computed ``v`` writes the local itself
+        when ``v`` is a fresh temporary."""
+        last = self.fn.insns[-1] if self.fn.insns else None
+        if v.reg is not None and last is not None and v.reg.id not in self.local_regs() \
+                and getattr(last, "dst", None) is v.reg and not isinstance(last, ir.Param):
+            last.dst = local.reg  # type: ignore[attr-defined]
+            return
+        self.emit(ir.Mov(local.reg, self.operand(v)))
+
+    def local_regs(self) -> set[int]:
+        return {x.reg.id for x in self.locals.values() if isinstance(x, Local)}
 
     def store(self, place: Mem, value: ast.expr, node: ast.AST) -> None:
         if place.kernel:
@@ -261,7 +273,7 @@ class FunctionCompiler(Access, Exprs):
                 place = Mem(local.type.target, local.reg, atomic=True)
             else:
                 result = self.arith(op, Val(local.type, local.reg), self.integer(node.value), node)
-                self.emit(ir.Mov(local.reg, self.operand(self.convert(result, local.type))))
+                self.set_local(local, self.convert(result, local.type))
                 return
         if not isinstance(place, Mem) or not isinstance(place.type, IntType):
             raise self.err(node, "augmented assignment needs an integer place")

@@ -73,21 +73,28 @@ def _bits(mask: int) -> list[int]:
 
 
 def intervals(fn: ir.Function) -> tuple[dict[int, list[int]], set[int]]:
-    """``{vreg: [start, end]}`` over instruction indices, and the vregs live across a call."""
+    """``{vreg: [start, end]}`` and the vregs live across a call.  Positions are 2i (the
+    inputs of instruction i) and 2i+1 (its outputs): a value last read by an instruction
+    and one it writes may share a register (the code generator reads operands first)."""
     insns = fn.insns
     live_in, live_out = liveness(insns)
     spans: dict[int, list[int]] = {}
     crossing: set[int] = set()
-    for i, insn in enumerate(insns):
-        mask = live_in[i]
-        for v in insn.defs():
-            mask |= 1 << v.id
+
+    def cover(mask: int, pos: int) -> None:
         for v in _bits(mask):
             span = spans.get(v)
             if span is None:
-                spans[v] = [i, i]
-            else:
-                span[1] = i
+                spans[v] = [pos, pos]
+            elif pos > span[1]:
+                span[1] = pos
+
+    for i, insn in enumerate(insns):
+        cover(live_in[i], 2 * i)
+        out = live_out[i]
+        for v in insn.defs():
+            out |= 1 << v.id
+        cover(out, 2 * i + 1)
         if insn.is_call:
             kill = 0
             for v in insn.defs():
@@ -111,6 +118,11 @@ def _scan(fn: ir.Function, spans: dict[int, list[int]], crossing: set[int],
     locs: dict[int, Location] = {}
     free = list(all_regs)
     active: list[tuple[int, int]] = []  # (end, vreg)
+    hints: dict[int, int] = {}  # dst -> src of register moves: same register, no move
+    for insn in fn.insns:
+        if isinstance(insn, ir.Mov) and isinstance(insn.src, ir.VReg):
+            hints[insn.dst.id] = insn.src.id
+            hints.setdefault(insn.src.id, insn.dst.id)
     for v in sorted(spans, key=lambda v: spans[v][0]):
         start, end = spans[v]
         still = []
@@ -121,7 +133,11 @@ def _scan(fn: ir.Function, spans: dict[int, list[int]], crossing: set[int],
                 still.append((a_end, a))
         active = still
         pool = saved if v in crossing else all_regs
-        reg = next((r for r in pool if r in free), None)
+        hinted = locs.get(hints.get(v, -1))
+        if hinted is not None and hinted in free and hinted in pool:
+            reg = hinted
+        else:
+            reg = next((r for r in pool if r in free), None)
         if reg is not None:
             free.remove(reg)
             locs[v] = reg
