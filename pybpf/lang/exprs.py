@@ -379,8 +379,7 @@ class Exprs:
             right = node.comparators[0]
             if not (isinstance(right, ast.Constant) and right.value is None):
                 raise self.err(node, "'is' compares with None only")
-            v = self.scalar(node.left) if not isinstance(node.left, ast.Name) else \
-                self._pointer(node.left)  # fmt: skip
+            v = self._pointer(node.left)
             is_none = isinstance(op, ast.Is)
             assert v.reg is not None
             self.emit(ir.CJmp("jeq" if is_none == when else "jne", v.reg, 0, target))
@@ -388,10 +387,12 @@ class Exprs:
         a, b = self.scalar(node.left), self.scalar(node.comparators[0])
         self.compare_values(op, a, b, target, when, node)
 
-    def _pointer(self, node: ast.Name) -> Val:
+    def _pointer(self, node: ast.expr) -> Val:
         v = self.expr(node)
+        if isinstance(v, Mem) and isinstance(v.type, PtrType):
+            v = self.load(v, node)
         if not isinstance(v, Val) or not isinstance(v.type, PtrType) or v.reg is None:
-            raise self.err(node, f"{node.id} is not a pointer that may be None")
+            raise self.err(node, f"{ast.unparse(node)} is not a pointer that may be None")
         return v
 
     def compare_values(self, op: ast.cmpop, a: Val, b: Val, target: str, when: bool,

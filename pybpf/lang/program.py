@@ -15,6 +15,7 @@ from the target's BTF, so compilation needs it; nothing here touches the kernel.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -48,6 +49,9 @@ def function(pyfn: Callable[..., Any]) -> Callable[..., Any]:
     return pyfn
 
 
+_LOG_INSN = re.compile(r"^(\d+): \(")
+
+
 @dataclass
 class Compiled:
     """What :func:`build` returns: the object, and where each instruction came from."""
@@ -57,6 +61,39 @@ class Compiled:
     files: dict[str, str] = field(default_factory=dict)  # program -> source file
     maps: dict[str, MapDecl] = field(default_factory=dict)
     readonly: Optional[type] = None
+
+    def source_line(self, program: str, slot: int) -> Optional[str]:
+        """``file:line`` of the Python source that instruction slot ``slot`` came from."""
+        prog = next((p for p in self.spec.programs if p.name == program), None)
+        if prog is None:
+            return None
+        at = 0
+        for index, insn in enumerate(prog.insns):
+            if at >= slot:
+                lines = self.lines[program]
+                return f"{self.files[program]}:{lines[index]}" if index < len(lines) else None
+            at += insn.slots
+        return None
+
+    def explain(self, program: str, log: str) -> Optional[str]:
+        """The Python line of the instruction a verifier log ends on (the one refused)."""
+        last = None
+        for line in log.splitlines():
+            m = _LOG_INSN.match(line)
+            if m:
+                last = int(m.group(1))
+        return None if last is None else self.source_line(program, last)
+
+    def typed_maps(self, obj: Any) -> dict[str, Any]:
+        """The loaded object's maps, keys and values converted by their declared types
+        (numbers, and :class:`~pybpf.lang.Struct` objects)."""
+        out = {}
+        for name, decl in self.maps.items():
+            live = obj.maps[name]
+            if decl.key is not None and decl.value is not None:
+                live = live.typed(decl.key.codec, decl.value.codec)
+            out[name] = live
+        return out
 
 
 class Unit:

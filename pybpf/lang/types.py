@@ -49,6 +49,11 @@ class IntType(LangType):
         value = self.wrap(value) & ((1 << 64) - 1)
         return value - (1 << 64) if value >> 63 else value
 
+    @property
+    def codec(self) -> _struct.Struct:
+        """For user space: packs and unpacks one value (``Map.typed``)."""
+        return _struct.Struct("<" + _FORMATS[(self.size, self.signed)])
+
     def __call__(self, *args: Any) -> Any:
         raise CompileError(f"{self.name}(...) is a conversion inside BPF functions only")
 
@@ -180,7 +185,7 @@ class StructType(LangType):
             parts.append((n, t))
             at = off + t.size
         fmt += f"{self.size - at}x" if self.size > at else ""
-        self.codec = _struct.Struct(fmt)
+        self.layout = _struct.Struct(fmt)
 
     def field(self, name: str) -> Optional[tuple[int, LangType]]:
         for n, t in self.fields:
@@ -190,11 +195,21 @@ class StructType(LangType):
 
     def decode(self, data: bytes) -> Any:
         obj = self.cls.__new__(self.cls)
-        for (n, t), raw in zip(self.fields, self.codec.unpack_from(data)):
+        for (n, t), raw in zip(self.fields, self.layout.unpack_from(data)):
             if isinstance(t, ArrayType) and t.elem is char:
                 raw = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             setattr(obj, n, raw)
         return obj
+
+    @property
+    def codec(self) -> StructType:
+        return self
+
+    def pack(self, obj: Any) -> bytes:
+        return self.encode(obj)
+
+    def unpack(self, data: bytes) -> Any:
+        return self.decode(data)
 
     def encode(self, obj: Any) -> bytes:
         values = []
@@ -203,7 +218,7 @@ class StructType(LangType):
             if isinstance(t, ArrayType) and isinstance(v, str):
                 v = v.encode()
             values.append(v if isinstance(t, IntType) else bytes(v))
-        return self.codec.pack(*values)
+        return self.layout.pack(*values)
 
 
 def struct_type(cls: type) -> StructType:
