@@ -7,7 +7,7 @@ r1-r5 and their locations as *parallel* moves, so no value is overwritten before
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from ..asm import FP, MAX_BPF_STACK, R0, R1, R2, R3, R4, R5, Asm, Reg
 from . import ir
@@ -17,6 +17,12 @@ from .regalloc import Allocation, Location, allocate
 
 ARG_REGS = (R1, R2, R3, R4, R5)
 _FITS32 = range(-(1 << 31), 1 << 31)
+
+
+def _ref(field: Any) -> Any:
+    """A kernel field's FieldRef (made once every function is compiled)."""
+    ref = getattr(field, "ref", None)
+    return field if ref is None else ref
 
 
 def layout_frame(fn: ir.Function) -> int:
@@ -173,7 +179,7 @@ class _Gen:
             d = self.target(insn.dst)
             base, off = self.base(insn.base, insn.off, d)
             if insn.core is not None:
-                a.ldx_core(d, base, insn.core)
+                a.ldx_core(d, base, _ref(insn.core))
                 if insn.signed and insn.size < 8:
                     a.movsx(d, d, insn.size * 8)
             elif insn.signed and insn.size < 8:
@@ -204,11 +210,11 @@ class _Gen:
         elif isinstance(insn, ir.CoreOffset):
             d = self.target(insn.dst)
             self.read_into(d, insn.src)
-            a.add_offsetof(d, insn.field)
+            a.add_offsetof(d, _ref(insn.field))
             self.write(insn.dst, d)
         elif isinstance(insn, ir.CoreValue):
             d = self.target(insn.dst)
-            getattr(a, insn.method)(d, insn.arg)
+            getattr(a, insn.method)(d, _ref(insn.arg))
             self.write(insn.dst, d)
         elif isinstance(insn, ir.LdMap):
             d = self.target(insn.dst)
