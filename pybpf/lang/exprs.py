@@ -10,6 +10,7 @@ import ast
 from typing import Any, Optional
 
 from . import ir
+from .errors import CompileError
 from .types import (
     ArrayType,
     IntType,
@@ -129,6 +130,14 @@ class Exprs:
 
     # -- values ----------------------------------------------------------------
     def expr(self, node: ast.expr) -> Expr:
+        try:
+            return self._expr(node)
+        except CompileError as exc:
+            if exc.where is not None:
+                raise
+            raise self.err(node, exc.bare) from None
+
+    def _expr(self, node: ast.expr) -> Expr:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool):
                 return Val(s32, const=int(node.value))

@@ -118,7 +118,12 @@ class FunctionCompiler(Access, Exprs):
     def block(self, body: list[ast.stmt]) -> None:
         for stmt in body:
             self.line = self.src.line_of(stmt)
-            self.stmt(stmt)
+            try:
+                self.stmt(stmt)
+            except CompileError as exc:
+                if exc.where is not None:
+                    raise
+                raise self.err(stmt, exc.bare) from None
 
     def stmt(self, node: ast.stmt) -> None:  # noqa: C901 - one case per statement kind
         if isinstance(node, ast.Return):
