@@ -61,8 +61,12 @@ def harness(fn: SourceFunction) -> list:
 
 
 def run_in_kernel(kernel, program, vectors: list[list[int]]) -> list[int]:
+    return run_source(kernel, render(program), [t for _, t in program[0]], vectors)
+
+
+def run_source(kernel, text: str, types: list[str], vectors: list[list[int]]) -> list[int]:
     btf, LoadedObject, syscall = kernel
-    fn = SourceFunction(render(program), NAMESPACE, "<generated>")
+    fn = SourceFunction(text, NAMESPACE, "<generated>")
     spec = ObjectSpec("t", [ProgramSpec("t", "socket", harness(fn))],
                       [MapSpec("io", BPF_MAP_TYPE_ARRAY, 4, 32, 1)])  # fmt: skip
     results = []
@@ -70,7 +74,7 @@ def run_in_kernel(kernel, program, vectors: list[list[int]]) -> list[int]:
         obj.load()
         io = obj.maps["io"]
         for args in vectors:
-            images = [wrap("u64", wrap(t, v)) for (_, t), v in zip(program[0], args)]
+            images = [wrap("u64", wrap(t, v)) for t, v in zip(types, args)]
             raw = b"".join(v.to_bytes(8, "little") for v in images) + bytes(8)
             io.update(b"\0\0\0\0", raw)
             syscall.prog_test_run(obj.programs["t"].fileno(), bytes(14))
@@ -98,3 +102,47 @@ def test_random_programs_match_c_semantics(kernel, case):
     got = run_in_kernel(kernel, program, vectors)
     want = [run(program, args) for args in vectors]
     assert got == want, render(program)
+
+
+SPILLS = """def f(a: u64, b: u64, c: u64) -> u64:
+    x1 = a + 1
+    x2 = b * 3
+    x3 = c ^ a
+    x4 = a - b
+    x5 = b + c
+    x6 = c * 7
+    x7 = a | c
+    y = mix(x1, s32(x2))
+    z = mix(y, s32(x3))
+    for i in range(3):
+        z += mix(z, i) + x7
+    return x1 + x2 + x3 + x4 + x5 + x6 + x7 + y + z
+"""
+
+
+def spills_in_python(a: int, b: int, c: int) -> int:
+    m = (1 << 64) - 1
+
+    def mix(x: int, y: int) -> int:
+        return ((x * 3 + wrap("u64", y)) ^ (x >> 7)) & m
+
+    xs = [(a + 1) & m, (b * 3) & m, c ^ a, (a - b) & m, (b + c) & m, (c * 7) & m, a | c]
+    y = mix(xs[0], wrap("s32", xs[1]))
+    z = mix(y, wrap("s32", xs[2]))
+    for i in range(3):
+        z = (z + mix(z, i) + xs[6]) & m
+    return (sum(xs) + y + z) & m
+
+
+def test_values_live_across_calls_spill_to_the_stack(kernel):
+    """Seven values live across three calls: more than r6-r9 hold, so some spill."""
+    from pybpf.lang.front import compile_function
+    from pybpf.lang.program import Unit
+    from pybpf.lang.regalloc import allocate
+
+    fn = compile_function(Unit(None), SourceFunction(SPILLS, NAMESPACE), "f")
+    alloc = allocate(fn)
+    assert alloc.scratch2 is not None  # something spilled
+    vectors = [[1, 2, 3], [(1 << 64) - 1, 1 << 63, 12345], [0, 0, 0], [7 << 40, 99, 1 << 31]]
+    got = run_source(kernel, SPILLS, ["u64"] * 3, vectors)
+    assert got == [spills_in_python(*v) for v in vectors]
