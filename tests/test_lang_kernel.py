@@ -16,15 +16,20 @@ import pytest
 
 from pybpf.lang import (
     KernelStruct,
+    PerfEventArray,
     ReadOnly,
     RingBuf,
     Struct,
+    bpf,
     build,
+    cast,
     char,
     field_exists,
     program,
     s32,
     s64,
+    sizeof,
+    u64,
 )
 
 
@@ -36,6 +41,10 @@ class Switch(Struct):
     comm: char[16]
     has_state: s32
     has_new_state: s32
+    vruntime: u64
+    prev_tgid: s32
+    current: char[16]
+    prev_comm: char[16]
 
 
 class task_struct___o(KernelStruct):  # noqa: N801 - a libbpf flavor: Linux < 5.14's layout
@@ -43,6 +52,7 @@ class task_struct___o(KernelStruct):  # noqa: N801 - a libbpf flavor: Linux < 5.
 
 
 switches = RingBuf(1 << 16)
+copies = PerfEventArray()
 
 
 class target(ReadOnly):  # noqa: N801
@@ -61,7 +71,13 @@ def on_switch(preempt, prev, next) -> s32:
     ev.comm = next.comm
     ev.has_state = field_exists(task_struct___o.state)
     ev.has_new_state = field_exists(next.__state)
+    ev.vruntime = next.se.vruntime
+    ev.prev_tgid = cast(prev, "task_struct").tgid
+    bpf.get_current_comm(ev.current, sizeof(ev.current))
+    ev.prev_comm = prev.comm
     switches.output(ev)
+    same = ev
+    copies.output(same)
     return 0
 
 
@@ -72,6 +88,7 @@ def test_sched_switch_fields_match_proc(need_root):
     from pybpf.btf import BTF
     from pybpf.loader import LoadedObject
     from pybpf.object import prepare
+    from pybpf.perf import PerfBuffer
     from pybpf.ringbuf import RingBuffer
 
     btf = BTF.kernel()
@@ -84,11 +101,16 @@ def test_sched_switch_fields_match_proc(need_root):
             obj.load()
             obj.attach()
             got: list[Switch] = []
+            perf: list[Switch] = []
             with RingBuffer(obj.maps["switches"].fd,
-                            on_sample=lambda d: got.append(Switch.decode(d))) as rb:  # fmt: skip
+                            on_sample=lambda d: got.append(Switch.decode(d))) as rb, \
+                    PerfBuffer(obj.maps["copies"].fd, page_count=8, on_batch=lambda cpu, rs:
+                               perf.extend(Switch.decode(r) for r in rs)) as pb:  # fmt: skip
                 deadline = time.monotonic() + 10
                 while len(got) < 20 and time.monotonic() < deadline:
                     rb.poll(50)
+                pb.poll(100)
+                pb.consume()
     finally:
         child.wait(timeout=30)
     assert len(got) >= 20
@@ -98,6 +120,10 @@ def test_sched_switch_fields_match_proc(need_root):
         assert ev.comm == comm
         assert ev.prev_pid != child.pid
         assert (ev.has_state, ev.has_new_state) == (0, 1)  # Linux 5.14 renamed state
+        assert ev.vruntime > 0 and ev.prev_tgid > 0 or ev.prev_pid == 0
+        assert ev.current == ev.prev_comm  # sched_switch runs on behalf of prev
+    # the perf buffer got copies of the same events (those emitted by now)
+    assert perf and all(p in got for p in perf)
 
 
 def test_relocations_are_recorded_against_local_structs():
@@ -118,4 +144,4 @@ def test_relocations_are_recorded_against_local_structs():
     assert {"task_struct.pid", "task_struct.tgid", "task_struct.real_parent",
             "task_struct.comm", "task_struct___o.state", "task_struct.__state"} <= fields
     (task,) = {c.root for c in cores if c.root.name == "task_struct"}
-    assert [m[0] for m in task.members] == ["tgid", "pid", "real_parent", "comm", "__state"]
+    assert [m[0] for m in task.members] == ["tgid", "pid", "real_parent", "comm", "__state", "se"]

@@ -211,7 +211,9 @@ class Access:
 
     def copy_into(self, place: Mem, value: ast.expr, node: ast.AST) -> None:
         """Struct and array assignment: a byte copy, or a probe read from kernel memory."""
-        src = self.expr(value)
+        self.copy_from(place, self.expr(value), node)
+
+    def copy_from(self, place: Mem, src: Expr, node: ast.AST) -> None:
         if not isinstance(src, Mem) or src.type.size != place.type.size and not src.kernel:
             raise self.err(node, f"cannot assign {src.type} to {place.type}")
         if src.kernel:

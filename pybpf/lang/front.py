@@ -17,7 +17,7 @@ from . import ir
 from .access import Access
 from .errors import CompileError, Source
 from .exprs import Exprs
-from .types import IntType, LangType, PtrType, StructType, s32
+from .types import ArrayType, IntType, LangType, PtrType, StructType, s32
 from .values import Expr, Local, Mem, Val
 
 _AUG = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.FloorDiv: "div", ast.Mod: "mod",
@@ -222,7 +222,13 @@ class FunctionCompiler(Access, Exprs):
                 if constructed is not None:
                     self.locals[target.id] = constructed
                     return
-                v = self.scalar(value)
+                e = self.expr(value)
+                if isinstance(e, Mem) and isinstance(e.type, (StructType, ArrayType)):
+                    copy = self.new_struct(e.type, target.id, node)  # a copy, as in C
+                    self.locals[target.id] = copy
+                    self.copy_from(copy, e, node)
+                    return
+                v = self.rvalue(e, value)
                 t = v.type
                 self.declare(target, t, None, node)
                 self.set_local(self.locals[target.id], self.convert(v, t, node))
