@@ -19,7 +19,7 @@ an :class:`~pybpf.object.ObjectSpec` through the :class:`~pybpf.asm.Asm` layer.
 docs/language.md is the reference.
 """
 
-from .builtins import bpf, cast, field_exists, kernel_struct, sizeof
+from .builtins import bpf, cast, field_exists, kernel_struct, sizeof, unroll
 from .errors import CompileError
 from .kernel import KernelStruct
 from .mapdefs import (
@@ -39,5 +39,5 @@ __all__ = [
     "ArrayMap", "CompileError", "Compiled", "HashMap", "KernelStruct", "LruHashMap",
     "PerCPUArray", "PerCPUHashMap", "PerfEventArray", "ReadOnly", "RingBuf", "Struct", "bpf",
     "build", "cast", "char", "compile_subprogram", "field_exists", "function", "kernel_struct",
-    "program", "s8", "s16", "s32", "s64", "sizeof", "u8", "u16", "u32", "u64",
+    "program", "s8", "s16", "s32", "s64", "sizeof", "u8", "u16", "u32", "u64", "unroll",
 ]  # fmt: skip

@@ -109,6 +109,9 @@ class Access:
         """Helper arguments: numbers by value, places (structs, arrays) by address."""
         out: list[ir.Operand] = []
         for arg in node.args:
+            if self.is_map(arg):  # bpf_ringbuf_query(&events, ...)
+                out.append(self.map_ref(self.map_of(arg)))
+                continue
             e = self.expr(arg)
             if isinstance(e, Mem) and not isinstance(e.type, (IntType, PtrType)):
                 out.append(self.address(e))
@@ -134,7 +137,8 @@ class Access:
             raise self.err(node, f"{name}() takes {len(params)} arguments")
         args = []
         for arg, (_, t) in zip(node.args, params):
-            v = self.convert(self.scalar(arg), t, arg)
+            v = self.scalar(arg)
+            v = self.convert(self.deref(v, arg) if isinstance(t, IntType) else v, t, arg)
             args.append(self.operand(v))
         r = self.new()
         self.emit(ir.Call(r, name, args, sub=True))

@@ -20,6 +20,7 @@ sizeof = Builtin("sizeof", "sizeof(x): the size in bytes of a type or of a place
 field_exists = Builtin(
     "field_exists", "field_exists(p.field): 1 if the target kernel has the field (CO-RE).")
 cast = Builtin("cast", "cast(p, T): the kernel pointer p as a pointer to kernel struct T.")
+unroll = Builtin("unroll", "for i in unroll(N): the body repeated N times, i a constant.")
 kernel_struct = Builtin("kernel_struct", "kernel_struct('name'): a kernel struct type by name.")
 
 

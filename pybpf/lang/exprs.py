@@ -184,19 +184,20 @@ class Exprs:
         return self.rvalue(self.expr(node), node)
 
     def integer(self, node: ast.expr) -> Val:
-        v = self.scalar(node)
+        v = self.deref(self.scalar(node), node)
         if not isinstance(v.type, IntType):
             raise self.err(node, f"an integer is needed here, not {v.type}")
         return v
 
     def rvalue(self, e: Expr, node: Optional[ast.AST]) -> Val:
-        if isinstance(e, Val):
-            if isinstance(e.type, PtrType) and isinstance(e.type.target, IntType) \
-                    and not e.type.kernel and e.reg is not None:
-                # a map value pointer used as a number: its value (after the None check)
-                return self.load(Mem(e.type.target, e.reg), node)
-            return e
-        return self.load(e, node)
+        return e if isinstance(e, Val) else self.load(e, node)
+
+    def deref(self, v: Val, node: Optional[ast.AST]) -> Val:
+        """A map value pointer used as a number is its value (after the None check)."""
+        if isinstance(v.type, PtrType) and isinstance(v.type.target, IntType) \
+                and not v.type.kernel and v.reg is not None:  # fmt: skip
+            return self.load(Mem(v.type.target, v.reg), node)
+        return v
 
     def load(self, m: Mem, node: Optional[ast.AST]) -> Val:
         t = m.type
@@ -286,10 +287,10 @@ class Exprs:
         """``a if c else b``: only the chosen side runs; both convert to a common type."""
         saved = self.fn.insns
         self.fn.insns = []
-        a = self.scalar(node.body)
+        a = self.deref(self.scalar(node.body), node.body)
         a_code = self.fn.insns
         self.fn.insns = []
-        b = self.scalar(node.orelse)
+        b = self.deref(self.scalar(node.orelse), node.orelse)
         b_code = self.fn.insns
         self.fn.insns = saved
         if isinstance(a.type, IntType) and isinstance(b.type, IntType):
@@ -353,7 +354,7 @@ class Exprs:
             return None
         if isinstance(node, ast.Compare):
             return self.compare_jump(node, target, when)
-        v = self.scalar(node)
+        v = self.deref(self.scalar(node), node)
         if v.const is not None:
             if bool(v.const) == when:
                 self.emit(ir.Jmp(target))
@@ -366,9 +367,9 @@ class Exprs:
         if len(node.ops) > 1:  # a < b < c: each pair, b evaluated once
             pairs = []
             left = node.left
-            lhs = self.scalar(left)
+            lhs = self.deref(self.scalar(left), left)
             for op, right in zip(node.ops, node.comparators):
-                rhs = self.scalar(right)
+                rhs = self.deref(self.scalar(right), right)
                 pairs.append((op, lhs, rhs))
                 lhs = rhs
             # all pairs must hold
@@ -393,7 +394,8 @@ class Exprs:
             assert v.reg is not None
             self.emit(ir.CJmp("jeq" if is_none == when else "jne", v.reg, 0, target))
             return
-        a, b = self.scalar(node.left), self.scalar(node.comparators[0])
+        a = self.deref(self.scalar(node.left), node.left)
+        b = self.deref(self.scalar(node.comparators[0]), node.comparators[0])
         self.compare_values(op, a, b, target, when, node)
 
     def _pointer(self, node: ast.expr) -> Val:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 from . import ir
 from .access import Access
+from .builtins import unroll
 from .errors import CompileError, Source
 from .exprs import Exprs
 from .types import ArrayType, IntType, LangType, PtrType, StructType, s32
@@ -233,8 +234,10 @@ class FunctionCompiler(Access, Exprs):
                 self.declare(target, t, None, node)
                 self.set_local(self.locals[target.id], self.convert(v, t, node))
                 return
-            v = self.convert(self.scalar(value), local.type, node)
-            self.set_local(local, v)
+            v = self.scalar(value)
+            if isinstance(local.type, IntType):
+                v = self.deref(v, value)
+            self.set_local(local, self.convert(v, local.type, node))
             return
         if isinstance(target, ast.Subscript) and self.is_map(target.value):
             self.map_store(target, value, node)
@@ -264,7 +267,10 @@ class FunctionCompiler(Access, Exprs):
         if place.kernel:
             raise self.err(node, "kernel memory is read-only here")
         if isinstance(place.type, (IntType, PtrType)):
-            v = self.convert(self.scalar(value), place.type, node)
+            v = self.scalar(value)
+            if isinstance(place.type, IntType):
+                v = self.deref(v, value)
+            v = self.convert(v, place.type, node)
             self.emit(ir.Store(place.base, place.off, self.operand(v), place.type.size))
             return
         self.copy_into(place, value, node)
@@ -338,6 +344,9 @@ class FunctionCompiler(Access, Exprs):
         """``for i in range(...)``: a hidden counter runs the loop, so assigning to ``i``
         in the body changes nothing (as in Python); ``i`` keeps its last value."""
         it = node.iter
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) \
+                and self.global_object(it.func) is unroll:  # fmt: skip
+            return self.unrolled(node, it)
         if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
                 and it.func.id == "range" and 1 <= len(it.args) <= 3):  # fmt: skip
             raise self.err(it, "for loops run over range(...) only")
@@ -383,6 +392,28 @@ class FunctionCompiler(Access, Exprs):
         step_v = self.arith("add", Val(t, counter), Val(t, const=step), node)
         self.emit(ir.Mov(counter, self.operand(step_v)))
         self.emit(ir.Jmp(head))
+        self.emit(ir.Label(end))
+
+    def unrolled(self, node: ast.For, it: ast.Call) -> None:
+        """``for i in unroll(N)``: the body N times, ``i`` a constant in each (for array
+        indexes the verifier wants constant, as in kernel structs)."""
+        if len(it.args) != 1 or not isinstance(node.target, ast.Name):
+            raise self.err(it, "for NAME in unroll(N), N a constant")
+        n = self.const_int(it.args[0])
+        if not 0 <= n <= 256:
+            raise self.err(it, "unroll(N): N from 0 to 256")
+        name = node.target.id
+        if isinstance(self.locals.get(name), Local):
+            raise self.err(node.target, f"{name} is a variable; unroll() needs a new name")
+        end = self.new_label("uend")
+        for k in range(n):
+            nxt = self.new_label("unext")
+            self.locals[name] = Val(s32, const=k)
+            self.loops.append((nxt, end))
+            self.nested(node.body)
+            self.loops.pop()
+            self.emit(ir.Label(nxt))
+        self.locals.pop(name, None)
         self.emit(ir.Label(end))
 
     @staticmethod

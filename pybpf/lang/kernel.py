@@ -79,7 +79,10 @@ class KernelStruct:
         super().__init_subclass__(**kw)
         namespace = sys._getframe(1).f_globals
         members = []
+        mangled = f"_{cls.__name__.lstrip('_')}__"
         for fname, ann in cls.__dict__.get("__annotations__", {}).items():
+            if fname.startswith(mangled):  # __state in a class body reads _cls__state
+                fname = fname[len(mangled) - 2 :]
             t = eval(ann, namespace) if isinstance(ann, str) else ann  # noqa: S307
             lt = resolve_type(t)
             if lt is None:
