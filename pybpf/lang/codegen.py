@@ -240,7 +240,8 @@ class _Gen:
             rhs = self.operand(insn.b, self.s2 if lhs is R0 else R0)
             getattr(a, insn.op)(lhs, rhs, self.label(insn.target))
         elif isinstance(insn, ir.Ret):
-            self.read_into(R0, insn.src)
+            if insn.src is not None:
+                self.read_into(R0, insn.src)
             a.exit()
         elif isinstance(insn, ir.Param):
             pass  # moved at entry
@@ -248,13 +249,23 @@ class _Gen:
             raise AssertionError(f"no code for {insn!r}")
 
 
+def prepare(fn: ir.Function) -> Allocation:
+    """Simplify, allocate registers and lay the frame out, once per function (a
+    subprogram called by several programs is emitted into each of them)."""
+    done = getattr(fn, "_allocation", None)
+    if done is None:
+        simplify(fn)
+        fn.calls = {i.target for i in fn.insns if isinstance(i, ir.Call) and i.sub}  # live ones
+        done = allocate(fn)
+        layout_frame(fn)
+        fn._allocation = done  # type: ignore[attr-defined]
+    return done
+
+
 def generate(fn: ir.Function, a: Asm, prefix: str = "") -> list[int]:
     """Emit ``fn`` into ``a`` (a label ``fn.name`` at its start); returns, for every
     instruction emitted, the source line it came from."""
-    simplify(fn)
-    fn.calls = {i.target for i in fn.insns if isinstance(i, ir.Call) and i.sub}  # live ones
-    alloc = allocate(fn)
-    layout_frame(fn)
+    alloc = prepare(fn)
     gen = _Gen(fn, alloc, a, prefix or f"{fn.name}.")
     lines: list[int] = []
     start = len(a.insns)

@@ -85,6 +85,8 @@ class Exprs:
     def attribute(self, node: ast.Attribute) -> Expr: ...
     def subscript(self, node: ast.Subscript) -> Expr: ...
 
+    def local_regs(self) -> set[int]: ...
+
     def new(self, hint: str = "") -> ir.VReg:
         return self.fn.vreg(hint)
 
@@ -120,6 +122,11 @@ class Exprs:
         if v.const is not None:
             return Val(to, const=to.wrap(v.const))
         assert v.reg is not None
+        last = self.fn.insns[-1] if self.fn.insns else None
+        if isinstance(last, ir.Load) and last.dst is v.reg and last.size == to.size \
+                and v.reg.id not in self.local_regs():  # fmt: skip
+            last.signed = to.signed  # a value just loaded: load it as the new type
+            return Val(to, v.reg)
         if to.size == 8 or fr is to:
             return Val(to, v.reg)
         if to.size > fr.size and (not fr.signed or to.signed):

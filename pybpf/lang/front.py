@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import itertools
+import os
 import textwrap
 from typing import Any, Callable, Optional
 
@@ -35,6 +36,11 @@ def parse_function(pyfn: Callable[..., Any]) -> tuple[ast.FunctionDef, Source]:
         if not isinstance(node, ast.FunctionDef):
             raise CompileError(f"{filename}: not a function definition")
         return node, Source(filename, first, text)
+    code = getattr(pyfn, "__code__", None)
+    filename = getattr(code, "co_filename", "")
+    found = _from_file(filename, code.co_firstlineno) if code is not None else None
+    if found is not None:  # the file parsed once, the function found by its line
+        return found, Source(filename, 1, "")
     try:
         lines, first = inspect.getsourcelines(pyfn)
         filename = inspect.getsourcefile(pyfn) or "<unknown>"
@@ -46,6 +52,35 @@ def parse_function(pyfn: Callable[..., Any]) -> tuple[ast.FunctionDef, Source]:
     if not isinstance(node, ast.FunctionDef):
         raise CompileError(f"{pyfn!r} is not a plain function")
     return node, Source(filename, first, text)
+
+
+_FILES: dict[tuple[str, float], dict[int, ast.FunctionDef]] = {}
+
+
+def _from_file(filename: str, line: int) -> Optional[ast.FunctionDef]:
+    """The FunctionDef whose ``def`` (or first decorator) is at ``line`` of ``filename``.
+
+    One parse per file (cheaper than ``inspect.getsource``'s tokenizing per function);
+    keyed by modification time, so an edited file is parsed again."""
+    try:
+        key = (filename, os.stat(filename).st_mtime)
+    except OSError:
+        return None
+    index = _FILES.get(key)
+    if index is None:
+        try:
+            with open(filename, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), filename)
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return None
+        index = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                index[first] = node
+                index.setdefault(node.lineno, node)
+        _FILES[key] = index
+    return index.get(line)
 
 
 class FunctionCompiler(Access, Exprs):
@@ -173,6 +208,12 @@ class FunctionCompiler(Access, Exprs):
             self.emit(ir.Ret(0))
             return
         v = self.convert(self.integer(node.value), self.ret_type, node)
+        last = self.fn.insns[-1] if self.fn.insns else None
+        if isinstance(last, ir.Call) and last.dst is not None and last.dst is v.reg \
+                and v.reg.id not in self.local_regs():  # return f(x): r0 holds it already
+            last.dst = None
+            self.emit(ir.Ret(None))
+            return
         self.emit(ir.Ret(self.operand(v)))
 
     # -- assignment --------------------------------------------------------------

@@ -244,10 +244,12 @@ class CJmp(Insn):
 
 
 class Ret(Insn):
+    """``return src``; ``src`` None: r0 already holds the result (a call's)."""
+
     __slots__ = ("src",)
     ends_block = True
 
-    def __init__(self, src: Operand) -> None:
+    def __init__(self, src: Optional[Operand]) -> None:
         self.src = src
 
     def uses(self) -> list[VReg]:

@@ -98,6 +98,7 @@ class KernelTypes:
         self.btf = btf
         self.structs: dict[str, KStruct] = {}
         self.used: dict[str, dict[str, Any]] = {}  # struct name -> member -> local ctype
+        self._found: dict[str, Any] = {}
 
     def need_btf(self) -> BTF:
         if self.btf is None:
@@ -106,10 +107,7 @@ class KernelTypes:
 
     def struct(self, name: str) -> KStruct:
         if name not in self.structs:
-            btf = self.need_btf()
-            ids = btf.find(name, BTF_KIND_STRUCT) or btf.find(name, BTF_KIND_UNION)
-            if not ids:
-                raise CompileError(f"the kernel's BTF has no struct {name}")
+            self._btf_struct(name)
             self.structs[name] = KStruct(name)
             self.used[name] = {}
         return self.structs[name]
@@ -119,10 +117,16 @@ class KernelTypes:
         return ks
 
     def _btf_struct(self, name: str) -> Any:
-        btf = self.need_btf()
-        base = essential(name)
-        ids = btf.find(base, BTF_KIND_STRUCT) or btf.find(base, BTF_KIND_UNION)
-        return btf.type(ids[0])
+        """The target's struct (or union) of that essential name; looked up once."""
+        found = self._found.get(name)
+        if found is None:
+            btf = self.need_btf()
+            base = essential(name)
+            ids = btf.find(base, BTF_KIND_STRUCT) or btf.find(base, BTF_KIND_UNION)
+            if not ids:
+                raise CompileError(f"the kernel's BTF has no struct {base}")
+            found = self._found[name] = btf.type(ids[0])
+        return found
 
     def skip(self, type_id: int) -> Any:
         btf = self.need_btf()

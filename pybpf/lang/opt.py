@@ -21,7 +21,30 @@ def successors(insns: list[ir.Insn], labels: dict[str, int], i: int) -> tuple[in
     return () if insn.ends_block else nxt
 
 
+_PURE = (ir.Mov, ir.Bin, ir.Un, ir.Load, ir.Addr, ir.LdMap, ir.CoreOffset, ir.CoreValue)
+
+
+def drop_unused(fn: ir.Function) -> None:
+    """Remove computations whose result nothing reads (a helper's unused result is not
+    copied out of r0).  Loads go too: what a program may read, it may also not read."""
+    while True:
+        used: set[int] = set()
+        for insn in fn.insns:
+            used.update(v.id for v in insn.uses())
+        out = []
+        for insn in fn.insns:
+            if isinstance(insn, _PURE) and insn.dst.id not in used:  # type: ignore[attr-defined]
+                continue
+            if isinstance(insn, ir.Call) and insn.dst is not None and insn.dst.id not in used:
+                insn.dst = None
+            out.append(insn)
+        if len(out) == len(fn.insns):
+            return
+        fn.insns = out
+
+
 def simplify(fn: ir.Function) -> None:
+    drop_unused(fn)
     while True:
         insns = fn.insns
         labels = {insn.name: i for i, insn in enumerate(insns) if isinstance(insn, ir.Label)}

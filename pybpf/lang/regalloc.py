@@ -119,10 +119,17 @@ def _scan(fn: ir.Function, spans: dict[int, list[int]], crossing: set[int],
     free = list(all_regs)
     active: list[tuple[int, int]] = []  # (end, vreg)
     hints: dict[int, int] = {}  # dst -> src of register moves: same register, no move
+    fixed: dict[int, Reg] = {}  # call arguments and parameters: their r1-r5
     for insn in fn.insns:
         if isinstance(insn, ir.Mov) and isinstance(insn.src, ir.VReg):
             hints[insn.dst.id] = insn.src.id
             hints.setdefault(insn.src.id, insn.dst.id)
+        elif isinstance(insn, ir.Call):
+            for arg, reg in zip(insn.args, CALLER_SAVED):
+                if isinstance(arg, ir.VReg):
+                    fixed.setdefault(arg.id, reg)
+        elif isinstance(insn, ir.Param):
+            fixed.setdefault(insn.dst.id, CALLER_SAVED[insn.index])
     for v in sorted(spans, key=lambda v: spans[v][0]):
         start, end = spans[v]
         still = []
@@ -133,7 +140,9 @@ def _scan(fn: ir.Function, spans: dict[int, list[int]], crossing: set[int],
                 still.append((a_end, a))
         active = still
         pool = saved if v in crossing else all_regs
-        hinted = locs.get(hints.get(v, -1))
+        hinted = fixed.get(v)
+        if hinted is None or hinted not in free or hinted not in pool:
+            hinted = locs.get(hints.get(v, -1))
         if hinted is not None and hinted in free and hinted in pool:
             reg = hinted
         else:
