@@ -218,7 +218,7 @@ class FunctionCompiler(Access, Exprs):
 
     # -- assignment --------------------------------------------------------------
     def declare(self, target: ast.Name, t: LangType, value: Optional[ast.expr],
-                node: ast.AST) -> None:  # fmt: skip
+                node: ast.AST, zero: bool = True) -> None:  # fmt: skip
         name = target.id
         old = self.locals.get(name)
         if old is not None:
@@ -236,7 +236,7 @@ class FunctionCompiler(Access, Exprs):
             if value is None:
                 return
         if value is None:
-            if isinstance(t, (IntType, PtrType)):
+            if isinstance(t, (IntType, PtrType)) and zero:
                 self.emit(ir.Mov(self.locals[name].reg, 0))
             return
         self.assign(target, value, node)
@@ -272,7 +272,7 @@ class FunctionCompiler(Access, Exprs):
                     return
                 v = self.rvalue(e, value)
                 t = v.type
-                self.declare(target, t, None, node)
+                self.declare(target, t, None, node, zero=False)
                 self.set_local(self.locals[target.id], self.convert(v, t, node))
                 return
             v = self.scalar(value)
