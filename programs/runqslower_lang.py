@@ -112,9 +112,10 @@ def sched_switch(preempt, prev, next) -> s32:
     if opts.min_us and delta_us <= opts.min_us:
         return 0
     for i in unroll(16):  # the verifier knows targ_comm: only its set bytes remain
-        if opts.targ_comm[i] == 0:
+        c = opts.targ_comm[i]
+        if c == 0:
             break
-        if next.comm[i] != opts.targ_comm[i]:
+        if next.comm[i] != c:
             return 0
     event = Event(pid=pid, prev_pid=prev.pid, delta_us=delta_us)
     event.task = next.comm

@@ -143,110 +143,157 @@ class _Gen:
             self.read_into(dst, src)
 
     # -- instructions --------------------------------------------------------
-    def emit(self, insn: ir.Insn) -> None:  # noqa: C901 - one case per IR instruction
+    def emit(self, insn: ir.Insn) -> None:
+        _DISPATCH[type(insn)](self, insn)
+
+    def _mov(self, insn: Any) -> None:
+        d = self.target(insn.dst)
+        self.read_into(d, insn.src)
+        self.write(insn.dst, d)
+
+    def _bin(self, insn: Any) -> None:
         a = self.a
-        if isinstance(insn, ir.Mov):
-            d = self.target(insn.dst)
-            self.read_into(d, insn.src)
-            self.write(insn.dst, d)
-        elif isinstance(insn, ir.Bin):
-            d = self.target(insn.dst)
-            b = self.operand(insn.b, self.s2)
-            if isinstance(b, Reg) and b is d and insn.a is not insn.b:
-                d = R0
-            self.read_into(d, insn.a)
-            name = {"and": "and_", "or": "or_"}.get(insn.op, insn.op)
-            if insn.w32:
-                name = name.rstrip("_") + "32"
-            getattr(a, name)(d, b)
-            self.write(insn.dst, d)
-        elif isinstance(insn, ir.Un):
-            d = self.target(insn.dst)
-            self.read_into(d, insn.a)
-            op = insn.op
-            if op == "neg":
-                a.neg(d)
-            elif op == "zext8":
-                a.and_(d, 0xFF)
-            elif op == "zext16":
-                a.and_(d, 0xFFFF)
-            elif op == "zext32":
-                a.mov32(d, d)
-            else:
-                a.movsx(d, d, int(op[4:]))
-            self.write(insn.dst, d)
-        elif isinstance(insn, ir.Load):
-            d = self.target(insn.dst)
-            base, off = self.base(insn.base, insn.off, d)
-            if insn.core is not None:
-                a.ldx_core(d, base, _ref(insn.core))
-                if insn.signed and insn.size < 8:
-                    a.movsx(d, d, insn.size * 8)
-            elif insn.signed and insn.size < 8:
-                a.ldxsx(d, base, off, size=insn.size)
-            else:
-                a.ldx(d, base, off, size=insn.size)
-            self.write(insn.dst, d)
-        elif isinstance(insn, (ir.Store, ir.AtomicAdd)):
-            base, off = self.base(insn.base, insn.off, R0)
-            other = self.s2 if base is R0 else R0
-            if isinstance(insn, ir.Store) and isinstance(insn.src, int) and insn.src in _FITS32:
-                a.st(base, off, insn.src, size=insn.size)
-                return
-            if isinstance(insn.src, int):
-                assert other is not None
-                self.const(other, insn.src)
-                src = other
-            else:
-                src = self.read(insn.src, other)  # type: ignore[arg-type]
-            if isinstance(insn, ir.AtomicAdd):
-                a.atomic_add(base, off, src, size=insn.size)
-            else:
-                a.stx(base, off, src, size=insn.size)
-        elif isinstance(insn, ir.Addr):
-            d = self.target(insn.dst)
-            a.mov(d, FP).add(d, insn.obj.offset + insn.off)
-            self.write(insn.dst, d)
-        elif isinstance(insn, ir.CoreOffset):
-            d = self.target(insn.dst)
-            self.read_into(d, insn.src)
-            a.add_offsetof(d, _ref(insn.field))
-            self.write(insn.dst, d)
-        elif isinstance(insn, ir.CoreValue):
-            d = self.target(insn.dst)
-            getattr(a, insn.method)(d, _ref(insn.arg))
-            self.write(insn.dst, d)
-        elif isinstance(insn, ir.LdMap):
-            d = self.target(insn.dst)
-            if insn.value:
-                a.ld_map_value(d, insn.name, insn.offset)
-            else:
-                a.ld_map_fd(d, insn.name)
-            self.write(insn.dst, d)
-        elif isinstance(insn, ir.Call):
-            self.parallel(list(zip(ARG_REGS, insn.args)))
-            if insn.sub:
-                a.call_sub(insn.target)
-            else:
-                a.call(insn.target)
-            if insn.dst is not None:
-                self.write(insn.dst, R0)
-        elif isinstance(insn, ir.Label):
-            a.label(self.label(insn.name))
-        elif isinstance(insn, ir.Jmp):
-            a.ja(self.label(insn.target))
-        elif isinstance(insn, ir.CJmp):
-            lhs = self.read(insn.a, R0)
-            rhs = self.operand(insn.b, self.s2 if lhs is R0 else R0)
-            getattr(a, insn.op)(lhs, rhs, self.label(insn.target))
-        elif isinstance(insn, ir.Ret):
-            if insn.src is not None:
-                self.read_into(R0, insn.src)
-            a.exit()
-        elif isinstance(insn, ir.Param):
-            pass  # moved at entry
-        else:  # pragma: no cover - every IR instruction is handled above
-            raise AssertionError(f"no code for {insn!r}")
+        d = self.target(insn.dst)
+        b = self.operand(insn.b, self.s2)
+        if isinstance(b, Reg) and b is d and insn.a is not insn.b:
+            d = R0
+        self.read_into(d, insn.a)
+        name = {"and": "and_", "or": "or_"}.get(insn.op, insn.op)
+        if insn.w32:
+            name = name.rstrip("_") + "32"
+        getattr(a, name)(d, b)
+        self.write(insn.dst, d)
+
+    def _un(self, insn: Any) -> None:
+        a = self.a
+        d = self.target(insn.dst)
+        self.read_into(d, insn.a)
+        op = insn.op
+        if op == "neg":
+            a.neg(d)
+        elif op == "zext8":
+            a.and_(d, 0xFF)
+        elif op == "zext16":
+            a.and_(d, 0xFFFF)
+        elif op == "zext32":
+            a.mov32(d, d)
+        else:
+            a.movsx(d, d, int(op[4:]))
+        self.write(insn.dst, d)
+
+    def _load(self, insn: Any) -> None:
+        a = self.a
+        d = self.target(insn.dst)
+        base, off = self.base(insn.base, insn.off, d)
+        if insn.core is not None:
+            a.ldx_core(d, base, _ref(insn.core))
+            if insn.signed and insn.size < 8:
+                a.movsx(d, d, insn.size * 8)
+        elif insn.signed and insn.size < 8:
+            a.ldxsx(d, base, off, size=insn.size)
+        else:
+            a.ldx(d, base, off, size=insn.size)
+        self.write(insn.dst, d)
+
+    def _store(self, insn: Any) -> None:
+        a = self.a
+        base, off = self.base(insn.base, insn.off, R0)
+        other = self.s2 if base is R0 else R0
+        if isinstance(insn, ir.Store) and isinstance(insn.src, int) and insn.src in _FITS32:
+            a.st(base, off, insn.src, size=insn.size)
+            return
+        if isinstance(insn.src, int):
+            assert other is not None
+            self.const(other, insn.src)
+            src = other
+        else:
+            src = self.read(insn.src, other)  # type: ignore[arg-type]
+        if isinstance(insn, ir.AtomicAdd):
+            a.atomic_add(base, off, src, size=insn.size)
+        else:
+            a.stx(base, off, src, size=insn.size)
+
+    def _addr(self, insn: Any) -> None:
+        a = self.a
+        d = self.target(insn.dst)
+        a.mov(d, FP).add(d, insn.obj.offset + insn.off)
+        self.write(insn.dst, d)
+
+    def _coreoffset(self, insn: Any) -> None:
+        a = self.a
+        d = self.target(insn.dst)
+        self.read_into(d, insn.src)
+        a.add_offsetof(d, _ref(insn.field))
+        self.write(insn.dst, d)
+
+    def _corevalue(self, insn: Any) -> None:
+        a = self.a
+        d = self.target(insn.dst)
+        getattr(a, insn.method)(d, _ref(insn.arg))
+        self.write(insn.dst, d)
+
+    def _ldmap(self, insn: Any) -> None:
+        a = self.a
+        d = self.target(insn.dst)
+        if insn.value:
+            a.ld_map_value(d, insn.name, insn.offset)
+        else:
+            a.ld_map_fd(d, insn.name)
+        self.write(insn.dst, d)
+
+    def _call(self, insn: Any) -> None:
+        a = self.a
+        self.parallel(list(zip(ARG_REGS, insn.args)))
+        if insn.sub:
+            a.call_sub(insn.target)
+        else:
+            a.call(insn.target)
+        if insn.dst is not None:
+            self.write(insn.dst, R0)
+
+    def _label(self, insn: Any) -> None:
+        a = self.a
+        a.label(self.label(insn.name))
+
+    def _jmp(self, insn: Any) -> None:
+        a = self.a
+        a.ja(self.label(insn.target))
+
+    def _cjmp(self, insn: Any) -> None:
+        a = self.a
+        lhs = self.read(insn.a, R0)
+        rhs = self.operand(insn.b, self.s2 if lhs is R0 else R0)
+        getattr(a, insn.op)(lhs, rhs, self.label(insn.target))
+
+    def _ret(self, insn: Any) -> None:
+        a = self.a
+        if insn.src is not None:
+            self.read_into(R0, insn.src)
+        a.exit()
+
+    def _param(self, insn: Any) -> None:
+        pass  # moved at entry
+
+
+# one handler per IR instruction type (a dict: faster than a chain of isinstance)
+_DISPATCH = {
+    ir.Mov: _Gen._mov,
+    ir.Bin: _Gen._bin,
+    ir.Un: _Gen._un,
+    ir.Load: _Gen._load,
+    ir.Store: _Gen._store,
+    ir.AtomicAdd: _Gen._store,
+    ir.Addr: _Gen._addr,
+    ir.CoreOffset: _Gen._coreoffset,
+    ir.CoreValue: _Gen._corevalue,
+    ir.LdMap: _Gen._ldmap,
+    ir.Call: _Gen._call,
+    ir.Label: _Gen._label,
+    ir.Jmp: _Gen._jmp,
+    ir.CJmp: _Gen._cjmp,
+    ir.Ret: _Gen._ret,
+    ir.Param: _Gen._param,
+}
 
 
 def prepare(fn: ir.Function) -> Allocation:
