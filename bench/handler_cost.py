@@ -6,7 +6,7 @@ program's run_time_ns / run_cnt (BPF_ENABLE_STATS, Linux 5.8) before and
 after.  With --compare-c it measures libbpf-tools' C runqslower the same way
 (Debian package libbpf-tools, /usr/sbin/runqslower).
 
-    .venv/bin/python bench/handler_cost.py [--seconds 5] [--rounds 5] [--compare-c]
+    .venv/bin/python bench/handler_cost.py [--seconds 5] [--rounds 5] [--compare-c] [--lang]
 """
 
 from __future__ import annotations
@@ -64,8 +64,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare-c", action="store_true")
+    parser.add_argument("--lang", action="store_true",
+                        help="also runqslower_lang, its handlers written in pybpf.lang")
     args = parser.parse_args()
     tools = {"pybpf": [sys.executable, "-m", "pybpf", "run", "runqslower", "1000000000"]}
+    if args.lang:
+        tools["pybpf lang"] = [sys.executable, "-m", "pybpf", "run", "runqslower_lang",
+                               "1000000000"]
     if args.compare_c:
         # stdbuf: the C tool block-buffers its header when stdout is a pipe.
         tools["C (libbpf-tools)"] = ["stdbuf", "-oL", "/usr/sbin/runqslower", "1000000000"]

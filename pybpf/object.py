@@ -47,6 +47,7 @@ from .uapi import (
     BPF_MAP_TYPE_ARRAY,
     BPF_PROG_TYPE_KPROBE,
     BPF_PROG_TYPE_RAW_TRACEPOINT,
+    BPF_PROG_TYPE_SOCKET_FILTER,
     BPF_PROG_TYPE_TRACEPOINT,
     BPF_PROG_TYPE_TRACING,
     BPF_TRACE_FENTRY,
@@ -290,12 +291,14 @@ _SECTION_KINDS = {
     "tp": (BPF_PROG_TYPE_TRACEPOINT, 0),
     "kprobe": (BPF_PROG_TYPE_KPROBE, 0),
     "kretprobe": (BPF_PROG_TYPE_KPROBE, 0),
+    "socket": (BPF_PROG_TYPE_SOCKET_FILTER, 0),  # loaded and test-run, not attached (3.19)
 }
+_WHOLE_SECTIONS = ("socket",)  # sections without a "/attach point"
 
 
 def _program_kind(section: str) -> tuple[int, int]:
     kind = section.split("/", 1)[0]
-    if kind not in _SECTION_KINDS or "/" not in section:
+    if kind not in _SECTION_KINDS or ("/" not in section and kind not in _WHOLE_SECTIONS):
         raise PyBPFError(
             f"program section {section!r}: supported are "
             + ", ".join(f"{k}/..." for k in _SECTION_KINDS)

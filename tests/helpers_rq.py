@@ -256,6 +256,11 @@ def schedstat(tid: int, pid: Optional[int] = None) -> tuple[int, int, int]:
     return run, delay, slices
 
 
+# The tool under test: PYBPF_RUNQSLOWER=runqslower_lang runs the same tests against the
+# version whose BPF side is written in the Python language.
+TOOL = os.environ.get("PYBPF_RUNQSLOWER", "runqslower")
+
+
 class Tracer:
     """``python -m pybpf run runqslower ARGS`` with stdout and stderr in files."""
 
@@ -267,7 +272,7 @@ class Tracer:
         self.err_path = tmp_path / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pybpf", "run", "runqslower", *args],
+                [sys.executable, "-m", "pybpf", "run", TOOL, *args],
                 cwd=REPO,
                 env=tool_env(),
                 stdin=subprocess.DEVNULL,
