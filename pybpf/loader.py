@@ -95,7 +95,11 @@ class LoadedObject:
             if mspec.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and mspec.max_entries == 0:
                 # One slot per possible CPU, as libbpf sizes perf event arrays.
                 mspec = replace(mspec, max_entries=max(possible_cpus()) + 1)
-            self.maps[mspec.name] = self._create_map(mspec)
+            m = self.maps[mspec.name] = self._create_map(mspec)
+            if mspec.initial is not None:  # global data (5.2): written once, maybe frozen
+                m.update(b"\0\0\0\0", mspec.initial)
+            if mspec.freeze:
+                m.freeze()
         if spec.rodata is not None:
             rodata = self._create_map(spec.rodata.map_spec())
             self.maps[Globals.MAP_NAME] = rodata
@@ -158,6 +162,8 @@ class LoadedObject:
                 name=prog.name[: BPF_OBJ_NAME_LEN - 1],
                 expected_attach_type=prog.expected_attach_type,
                 attach_btf_id=prog.attach_btf_id,
+                prog_flags=prog.prog_flags,
+                kern_version=prog.kern_version,
                 **self._func_info(prog.name),
             )
         except VerifierError as err:
@@ -183,7 +189,8 @@ class LoadedObject:
         if getattr(self, "_btf_fd", None) is None:
             return {}
         return {"prog_btf_fd": self._btf_fd.fileno(),  # type: ignore[union-attr]
-                "func_info": self._prog_btf.func_info[name]}
+                "func_info": self._prog_btf.func_info[name],
+                "line_info": self._prog_btf.line_info.get(name, b"")}
 
     def load_kernel_relocated(
         self, prog: PreparedProgram, request: KernelCoreRequest

@@ -75,6 +75,10 @@ class MapSpec:
     # entries); when None, a 1/2/4/8-byte key or value is described as __u8.._u64.
     key_type: Optional[CType] = None
     value_type: Optional[CType] = None
+    # global data (a .bpf.o's .data/.rodata/.bss, .kconfig): the value written at key 0
+    # after creation, and whether the map is then frozen (read-only for user space)
+    initial: Optional[bytes] = None
+    freeze: bool = False
 
 
 class Globals:
@@ -141,6 +145,16 @@ class ProgramSpec:
     section: str  # "tp_btf/sched_switch", "raw_tp/sched_switch"
     insns: list[isa.Instruction]
     license: str = "GPL"
+    # A compiled object's program (pybpf.elf) says what the section name means and brings
+    # its CO-RE records (by slot, local types in ObjectSpec.btf), func_info and line_info.
+    prog_type: Optional[int] = None
+    expected_attach_type: int = 0
+    prog_flags: int = 0
+    attach_btf: bool = False
+    kern_version: int = 0
+    core_relos: Optional[dict[int, CoreRelo]] = None
+    func_info: bytes = b""
+    line_info: bytes = b""
 
     @property
     def attach_point(self) -> str:
@@ -153,6 +167,8 @@ class ObjectSpec:
     programs: list[ProgramSpec]
     maps: list[MapSpec] = field(default_factory=list)
     rodata: Optional[Globals] = None
+    # The object's own BTF (a .bpf.o's .BTF, finalized): CO-RE local types and program BTF.
+    btf: Optional[bytes] = None
 
 
 
@@ -205,6 +221,8 @@ class PreparedProgram:
     license: str
     relocations: list[Relocation]
     core_relos: list[CoreRelo]  # what BPF_PROG_LOAD's core_relos would carry (local values)
+    prog_flags: int = 0
+    kern_version: int = 0
 
 
 @dataclass
@@ -290,10 +308,15 @@ def _program_kind(section: str) -> tuple[int, int]:
 
 def _attach_btf_id(btf: BTF, section: str, attach_point: str) -> int:
     """What a TRACING program names in attach_btf_id: the ``btf_trace_<tp>`` typedef for
-    tp_btf, the traced function's FUNC for fentry/fexit (5.5)."""
-    if section.startswith("tp_btf/"):
+    tp_btf, the traced function's FUNC for fentry/fexit (5.5), ``bpf_lsm_<hook>`` for lsm
+    (5.7), ``bpf_iter_<target>`` for iter (5.8): libbpf's prefixes."""
+    kind = section.lstrip("?").split("/", 1)[0].split(".", 1)[0]
+    if kind == "tp_btf":
         return _tracepoint_btf_id(btf, attach_point)
-    ids = btf.find(attach_point, BTF_KIND_FUNC)
+    if kind == "freplace":
+        raise PyBPFError(f"{section}: freplace programs need a target program (not supported)")
+    prefix = {"lsm": "bpf_lsm_", "lsm_cgroup": "bpf_lsm_", "iter": "bpf_iter_"}.get(kind, "")
+    ids = btf.find(prefix + attach_point, BTF_KIND_FUNC)
     if not ids:
         raise PyBPFError(f"{section}: no function {attach_point!r} in the kernel's BTF")
     return ids[0]
@@ -311,18 +334,25 @@ def prepare(
     ``modules``: module BTF searched when vmlinux has no candidate (libbpf's
     order); ``rules``: "libbpf" (default) or "kernel" (the kernel's copy of
     relo_core.c, see :mod:`pybpf.core`)."""
-    local_bytes, local_ids = encode_local_btf(_core_roots(spec.programs))
+    if spec.btf is not None:
+        local_bytes, local_ids = spec.btf, {}
+    else:
+        local_bytes, local_ids = encode_local_btf(_core_roots(spec.programs))
     local_btf = BTF.from_bytes(local_bytes)
     engine = CoreEngine(local_btf, target, modules=modules, rules=rules)
     helpers = _HelperIds(target)
     prepared = []
     for prog in spec.programs:
-        prog_type, attach_type = _program_kind(prog.section)
+        if prog.prog_type is not None:
+            prog_type, attach_type = prog.prog_type, prog.expected_attach_type
+            needs_btf_id = prog.attach_btf
+        else:
+            prog_type, attach_type = _program_kind(prog.section)
+            needs_btf_id = prog_type == BPF_PROG_TYPE_TRACING
         attach_btf_id = (
-            _attach_btf_id(target, prog.section, prog.attach_point)
-            if prog_type == BPF_PROG_TYPE_TRACING
-            else 0
+            _attach_btf_id(target, prog.section, prog.attach_point) if needs_btf_id else 0
         )
+        elf_relos = prog.core_relos or {}
         insns: list[isa.Instruction] = []
         reports: list[Relocation] = []
         relos: list[CoreRelo] = []
@@ -331,12 +361,15 @@ def prepare(
             slots = insn.slots
             if insn.helper is not None:
                 insn = insn.with_(imm=helpers[insn.helper])
-            if not isinstance(insn.core, CoreAccess):
+            if isinstance(insn.core, CoreAccess):
+                core = insn.core
+                relo = CoreRelo(slot, local_ids[id(core.root)], core.access, core.kind)
+            elif slot in elf_relos:
+                relo = elf_relos[slot]
+            else:
                 insns.append(insn)
                 slot += slots
                 continue
-            core = insn.core
-            relo = CoreRelo(slot, local_ids[id(core.root)], core.access, core.kind)
             what = f"program {prog.name}: insn {slot}: {describe(local_btf, relo)}"
             try:
                 result = engine.relocate(relo)
@@ -363,7 +396,8 @@ def prepare(
         prepared.append(
             PreparedProgram(
                 prog.name, prog.section, prog_type, attach_type, attach_btf_id,
-                prog.attach_point, insns, prog.license, reports, relos,
+                prog.attach_point, insns, prog.license, reports, relos, prog.prog_flags,
+                prog.kern_version,
             )
         )  # fmt: skip
     return PreparedObject(spec, prepared, local_bytes)
@@ -454,6 +488,7 @@ class ProgramBTF:
     btf: bytes
     func_info: dict[str, bytes]
     map_types: dict[str, tuple[int, int]]
+    line_info: dict[str, bytes] = field(default_factory=dict)
 
 
 # fd-holding and keyless maps: the kernel refuses key/value BTF for them (map_check_no_btf).
@@ -465,8 +500,18 @@ _SIZED_INTS = {1: _cd.u8, 2: _cd.u16, 4: _cd.u32, 8: _cd.u64}
 
 
 def program_btf(prepared: PreparedObject) -> ProgramBTF:
-    """Encode FUNC/FUNC_PROTO per program, map key/value types and ``.rodata``'s DATASEC."""
+    """Encode FUNC/FUNC_PROTO per program, map key/value types and ``.rodata``'s DATASEC.
+
+    A compiled object brings all of it: its own BTF, func_info and line_info."""
     spec = prepared.spec
+    if spec.btf is not None:
+        return ProgramBTF(
+            spec.btf,
+            {p.name: p.func_info for p in spec.programs},
+            {m.name: (m.btf_key_type_id, m.btf_value_type_id) for m in spec.maps
+             if m.map_type not in _NO_BTF_MAPS and m.btf_value_type_id},
+            {p.name: p.line_info for p in spec.programs},
+        )  # fmt: skip
     ctx = _cd.Ptr(_cd.u64)
     ret = _cd.s32
     wanted: list[CType] = [ctx, ret]
