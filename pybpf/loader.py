@@ -133,7 +133,7 @@ class LoadedObject:
                                           btf_value_type_id=types[1]))
             except BPFSyscallError as err:
                 self.warnings.append(f"map {mspec.name}: created without BTF: {err}")
-        return Map.create(mspec)
+        return Map.create(replace(mspec, btf_fd=0, btf_key_type_id=0, btf_value_type_id=0))
 
     def _patched(self, prog: PreparedProgram) -> bytes:
         return self._patch_maps(prog.name, prog.insns)

@@ -1,0 +1,102 @@
+"""Load every program of a compiled object with pybpf and with libbpf; compare.
+
+For each program: does libbpf load it alone (and with which errno does the kernel refuse
+it)?  pybpf must fail the same way.  Then the programs libbpf loads are loaded together
+by both, and the kernel's translated instructions of each program are compared.
+
+Normalisation: an ``LD_IMM64`` of a map (``BPF_PSEUDO_MAP_FD``/``_VALUE`` in the dump,
+whose immediate is the map's *id*) is replaced by the map's name, type, key and value
+sizes, entries and flags from ``BPF_OBJ_GET_INFO_BY_FD`` (plus the value offset): ids
+differ between two loads, nothing else may.  Everything else is compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Optional
+
+import libbpf_oracle
+
+from pybpf.bpfobject import BPFObject
+from pybpf.errors import BPFSyscallError, PyBPFError, VerifierError
+from pybpf.syscall import map_get_fd_by_id, map_info, prog_info
+
+
+def normalised_xlated(fd: int) -> list[object]:
+    raw = prog_info(fd, xlated=True).xlated_insns or b""
+    out: list[object] = []
+    i = 0
+    while i < len(raw):
+        op, regs, off, imm = struct.unpack_from("<BBhi", raw, i)
+        if op == 0x18 and regs >> 4 in (1, 2):  # BPF_PSEUDO_MAP_FD / _VALUE: imm is a map id
+            with map_get_fd_by_id(imm) as mfd:
+                m = map_info(mfd.fileno())
+            value_off = struct.unpack_from("<i", raw, i + 12)[0]
+            out.append(("map", regs, off, m.name, m.type, m.key_size, m.value_size,
+                        m.max_entries, m.map_flags, value_off))  # fmt: skip
+            i += 16
+            continue
+        out.append(raw[i : i + 8])
+        i += 8
+    return out
+
+
+@dataclass
+class Result:
+    object: str
+    programs: list[str]
+    loaded: list[str] = field(default_factory=list)  # by both, xlated equal
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> errno, reason
+    mismatches: list[str] = field(default_factory=list)
+
+
+def _pybpf_error(path: str, program: str) -> Optional[tuple[int, str]]:
+    try:
+        with BPFObject.open(path) as obj:
+            obj.load(programs=[program])
+    except (VerifierError, BPFSyscallError) as err:
+        return err.errno, str(err).splitlines()[0]
+    except PyBPFError as err:
+        return 0, str(err).splitlines()[0]
+    return None
+
+
+def compare_object(name: str, path: str) -> Result:
+    with BPFObject.open(path) as probe:
+        names = [p.name for p in probe.elf.spec.programs]
+    res = Result(name, names)
+    ok = []
+    for prog in names:
+        with libbpf_oracle.LibbpfObject(path, [prog]) as lo:
+            lib_err = lo.error
+        ours = _pybpf_error(path, prog)
+        if lib_err == 0:
+            if ours is not None:
+                res.mismatches.append(f"{prog}: libbpf loads it, pybpf: {ours[1]}")
+            else:
+                ok.append(prog)
+        else:
+            if ours is None:
+                res.mismatches.append(f"{prog}: libbpf fails (errno {lib_err}), pybpf loads it")
+            elif ours[0] and ours[0] != lib_err:
+                res.mismatches.append(f"{prog}: libbpf errno {lib_err}, pybpf {ours}")
+            else:
+                res.refused[prog] = (lib_err, ours[1])
+    if ok:
+        with libbpf_oracle.LibbpfObject(path, ok) as lo, BPFObject.open(path) as obj:
+            if lo.error:
+                res.mismatches.append(f"libbpf cannot load {ok} together: errno {lo.error}")
+                return res
+            obj.load(programs=ok)
+            for prog in ok:
+                theirs = normalised_xlated(lo.fd(prog))
+                ours_x = normalised_xlated(obj.programs[prog].fileno())
+                if theirs == ours_x:
+                    res.loaded.append(prog)
+                else:
+                    diff = next(i for i, (a, b) in enumerate(zip(theirs, ours_x)) if a != b) \
+                        if len(theirs) == len(ours_x) else "length"
+                    res.mismatches.append(f"{prog}: xlated differs ({len(theirs)} vs "
+                                          f"{len(ours_x)} insns, first at {diff})")
+    return res
