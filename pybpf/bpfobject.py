@@ -33,6 +33,7 @@ from .syscall import FD
 
 _ATTACHABLE = ("tp_btf", "raw_tp", "raw_tracepoint", "tracepoint", "tp", "fentry", "fexit",
                "kprobe", "kretprobe")  # fmt: skip
+_SIZED = {4: "I", 8: "Q"}  # keys and values declared by size only (__uint(key_size, 4))
 
 
 class BPFObject:
@@ -144,9 +145,10 @@ class BPFObject:
         for name, m in loaded.maps.items():
             spec = next(s for s in prepared.spec.maps if s.name == name)
             if self.elf.btf is not None:
-                key = BTFCodec(self.btf, spec.btf_key_type_id) if spec.btf_key_type_id else None
-                value = (BTFCodec(self.btf, spec.btf_value_type_id)
-                         if spec.btf_value_type_id else None)  # fmt: skip
+                key: Any = BTFCodec(self.btf, spec.btf_key_type_id) if spec.btf_key_type_id \
+                    else _SIZED.get(spec.key_size)
+                value: Any = BTFCodec(self.btf, spec.btf_value_type_id) \
+                    if spec.btf_value_type_id else _SIZED.get(spec.value_size)
                 m.typed(key, value)
             self.maps[name] = m
         return self

@@ -49,6 +49,7 @@ class Result:
     loaded: list[str] = field(default_factory=list)  # by both, xlated equal
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> errno, reason
     mismatches: list[str] = field(default_factory=list)
+    ids: dict[str, set[int]] = field(default_factory=lambda: {"prog": set(), "map": set()})
 
 
 def _pybpf_error(path: str, program: str) -> Optional[tuple[int, str]]:
@@ -89,7 +90,13 @@ def compare_object(name: str, path: str) -> Result:
                 res.mismatches.append(f"libbpf cannot load {ok} together: errno {lo.error}")
                 return res
             obj.load(programs=ok)
+            for m in obj.maps.values():
+                res.ids["map"].add(m.info().id)
             for prog in ok:
+                for fd in (lo.fd(prog), obj.programs[prog].fileno()):
+                    info = prog_info(fd)
+                    res.ids["prog"].add(info.id)
+                    res.ids["map"].update(info.map_ids)
                 theirs = normalised_xlated(lo.fd(prog))
                 ours_x = normalised_xlated(obj.programs[prog].fileno())
                 if theirs == ours_x:

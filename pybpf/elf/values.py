@@ -133,6 +133,15 @@ def encode(btf: BTF, type_id: int, value: Any) -> bytes:
             raw = encode(btf, m.type, v)
             buf[m.bit_offset // 8 : m.bit_offset // 8 + len(raw)] = raw
         return bytes(buf)
+    if t.kind == BTF_KIND_DATASEC and isinstance(value, dict):
+        buf = bytearray(size)
+        by_name = {btf.type(v.type).name: v for v in t.secinfos}
+        for k, v in value.items():
+            if k not in by_name:
+                raise PyBPFError(f"{t.name}: no variable {k!r}")
+            vsi = by_name[k]
+            buf[vsi.offset : vsi.offset + vsi.size] = encode(btf, btf.type(vsi.type).type, v)
+        return bytes(buf)
     raise PyBPFError(f"cannot encode {value!r} as {t.kind_name} {t.name}")
 
 
