@@ -102,9 +102,12 @@ class BPFObject:
         return BTFCodec(self.btf, var.type_id).unpack(raw)
 
     # -- load -------------------------------------------------------------------------------------
-    def prepare(self, target: Optional[BTF] = None,
-                programs: Optional[Iterable[str]] = None) -> PreparedObject:  # fmt: skip
-        """Relocate for ``target`` (default: the running kernel): pure, no syscall."""
+    def prepare(self, target: Optional[BTF] = None, programs: Optional[Iterable[str]] = None,
+                *, attach_ids: bool = True) -> PreparedObject:  # fmt: skip
+        """Relocate for ``target`` (default: the running kernel): pure, no syscall.
+
+        ``attach_ids=False`` skips the attach targets' BTF ids (``explain`` and ``dump``
+        show programs whose traced function this kernel lacks)."""
         target = target if target is not None else BTF.kernel()
         spec = self.elf.spec
         wanted = set(programs) if programs is not None else {
@@ -124,7 +127,9 @@ class BPFObject:
                     initial = bytearray(kconfig_data(self.elf.externs, len(initial), target))
                 m = replace(m, initial=bytes(initial))
             maps.append(m)
-        spec = replace(spec, programs=[p for p in spec.programs if p.name in wanted], maps=maps)
+        progs = [p if attach_ids else replace(p, attach_btf=False)
+                 for p in spec.programs if p.name in wanted]  # fmt: skip
+        spec = replace(spec, programs=progs, maps=maps)
         self.prepared = prepare(spec, target)
         return self.prepared
 
