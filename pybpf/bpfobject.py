@@ -91,6 +91,25 @@ class BPFObject:
             raise PyBPFError(f"{name}: {len(raw)} bytes for a {var.size}-byte variable")
         self._values[name] = raw
 
+    def resize(self, name: str, *, max_entries: Optional[int] = None,
+               value_size: Optional[int] = None) -> None:  # fmt: skip
+        """Before load, as libbpf's ``bpf_map__set_max_entries``/``_set_value_size``: tools
+        size some maps at run time (a stack map's value is its depth times 8)."""
+        if self.loaded is not None:
+            raise PyBPFError(f"map {name}: maps are resized before load()")
+        spec = self.elf.spec
+        for i, m in enumerate(spec.maps):
+            if m.name == name:
+                changes: dict[str, Any] = {}
+                if max_entries is not None:
+                    changes["max_entries"] = max_entries
+                if value_size is not None:
+                    changes["value_size"] = value_size
+                    changes["btf_value_type_id"] = 0  # the declared type no longer fits
+                spec.maps[i] = replace(m, **changes)
+                return
+        raise PyBPFError(f"{self.name}: no map {name!r}")
+
     def get(self, name: str) -> Any:
         """A global's value as set (or its default from the object)."""
         var = self.elf.variables[name]

@@ -133,7 +133,13 @@ class LoadedObject:
                                           btf_value_type_id=types[1]))
             except BPFSyscallError as err:
                 self.warnings.append(f"map {mspec.name}: created without BTF: {err}")
-        return Map.create(replace(mspec, btf_fd=0, btf_key_type_id=0, btf_value_type_id=0))
+        try:
+            return Map.create(replace(mspec, btf_fd=0, btf_key_type_id=0, btf_value_type_id=0))
+        except BPFSyscallError as err:
+            raise BPFSyscallError(
+                f"map {mspec.name} (type {mspec.map_type}, key {mspec.key_size}, value "
+                f"{mspec.value_size}, max_entries {mspec.max_entries}): {err}", err.errno
+            ) from None
 
     def _patched(self, prog: PreparedProgram) -> bytes:
         return self._patch_maps(prog.name, prog.insns)

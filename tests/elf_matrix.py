@@ -12,6 +12,7 @@ differ between two loads, nothing else may.  Everything else is compared byte fo
 
 from __future__ import annotations
 
+import errno
 import struct
 from dataclasses import dataclass, field
 from typing import Optional
@@ -50,11 +51,41 @@ class Result:
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> errno, reason
     mismatches: list[str] = field(default_factory=list)
     ids: dict[str, set[int]] = field(default_factory=lambda: {"prog": set(), "map": set()})
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # maps sized at run time
 
 
-def _pybpf_error(path: str, program: str) -> Optional[tuple[int, str]]:
+# What the tools size at run time (their objects leave it 0): a stack map's value is its
+# depth (127 frames, perf_max_stack_depth) times 8; hash maps get 10240 entries.
+STACK_DEPTH = 127
+DEFAULT_ENTRIES = 10240
+
+
+def runtime_sizes(obj: BPFObject) -> dict[str, tuple[int, int]]:
+    """The same run-time sizes for pybpf and libbpf: maps the object leaves unsized."""
+    from pybpf.uapi import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_STACK_TRACE
+
+    out = {}
+    for m in obj.elf.spec.maps:
+        entries = DEFAULT_ENTRIES if (m.max_entries == 0 and
+                                      m.map_type != BPF_MAP_TYPE_PERF_EVENT_ARRAY) else 0
+        value = STACK_DEPTH * 8 if m.map_type == BPF_MAP_TYPE_STACK_TRACE and \
+            m.value_size == 0 else 0  # fmt: skip
+        if entries or value:
+            out[m.name] = (entries, value)
+    return out
+
+
+def _open_sized(path: str, sizes: dict[str, tuple[int, int]]) -> BPFObject:
+    obj = BPFObject.open(path)
+    for name, (entries, value) in sizes.items():
+        obj.resize(name, max_entries=entries or None, value_size=value or None)
+    return obj
+
+
+def _pybpf_error(path: str, program: str,
+                 sizes: dict[str, tuple[int, int]]) -> Optional[tuple[int, str]]:  # fmt: skip
     try:
-        with BPFObject.open(path) as obj:
+        with _open_sized(path, sizes) as obj:
             obj.load(programs=[program])
     except (VerifierError, BPFSyscallError) as err:
         return err.errno, str(err).splitlines()[0]
@@ -66,12 +97,13 @@ def _pybpf_error(path: str, program: str) -> Optional[tuple[int, str]]:
 def compare_object(name: str, path: str) -> Result:
     with BPFObject.open(path) as probe:
         names = [p.name for p in probe.elf.spec.programs]
-    res = Result(name, names)
+        sizes = runtime_sizes(probe)
+    res = Result(name, names, sizes=sizes)
     ok = []
     for prog in names:
-        with libbpf_oracle.LibbpfObject(path, [prog]) as lo:
+        with libbpf_oracle.LibbpfObject(path, [prog], sizes) as lo:
             lib_err = lo.error
-        ours = _pybpf_error(path, prog)
+        ours = _pybpf_error(path, prog, sizes)
         if lib_err == 0:
             if ours is not None:
                 res.mismatches.append(f"{prog}: libbpf loads it, pybpf: {ours[1]}")
@@ -80,12 +112,16 @@ def compare_object(name: str, path: str) -> Result:
         else:
             if ours is None:
                 res.mismatches.append(f"{prog}: libbpf fails (errno {lib_err}), pybpf loads it")
-            elif ours[0] and ours[0] != lib_err:
+            elif ours[0] != lib_err and not (
+                # libbpf: ESRCH when the attach target is not in the kernel's BTF; pybpf
+                # finds that before any syscall, a PyBPFError with no errno
+                lib_err == errno.ESRCH and ours[0] == 0 and "in the kernel's BTF" in ours[1]
+            ):
                 res.mismatches.append(f"{prog}: libbpf errno {lib_err}, pybpf {ours}")
             else:
                 res.refused[prog] = (lib_err, ours[1])
     if ok:
-        with libbpf_oracle.LibbpfObject(path, ok) as lo, BPFObject.open(path) as obj:
+        with libbpf_oracle.LibbpfObject(path, ok, sizes) as lo, _open_sized(path, sizes) as obj:
             if lo.error:
                 res.mismatches.append(f"libbpf cannot load {ok} together: errno {lo.error}")
                 return res
@@ -107,3 +143,40 @@ def compare_object(name: str, path: str) -> Result:
                     res.mismatches.append(f"{prog}: xlated differs ({len(theirs)} vs "
                                           f"{len(ours_x)} insns, first at {diff})")
     return res
+
+
+def _reason(text: str) -> str:
+    """The kernel's reason in a few words, for the table."""
+    if "EPERM" in text and "fentry/fexit need" in text:
+        return "EPERM: no BPF trampolines on this kernel (fentry/fexit)"
+    if "failed CO-RE relocation" in text:
+        return "EINVAL: CO-RE: " + text.rsplit(": ", 1)[-1]
+    if "in the kernel's BTF" in text:
+        return "ESRCH: " + text.split(": ", 1)[-1]
+    return text
+
+
+def markdown(results: list[Result]) -> str:
+    rows = ["| object | programs | loaded, xlated = libbpf's | refused by the kernel "
+            "(same errno for libbpf) |", "|---|---|---|---|"]
+    for r in results:
+        reasons: dict[str, list[str]] = {}
+        for prog, (_errno, text) in r.refused.items():
+            reasons.setdefault(_reason(text), []).append(prog)
+        refused = "; ".join(f"{len(v)}× {k}" if len(v) > 1 else f"{v[0]}: {k}"
+                            for k, v in reasons.items())  # fmt: skip
+        sized = " (maps sized: " + ", ".join(r.sizes) + ")" if r.sizes else ""
+        rows.append(f"| {r.object}{sized} | {len(r.programs)} | {len(r.loaded)} | "
+                    f"{refused or '-'} |")
+    total = sum(len(r.programs) for r in results)
+    loaded = sum(len(r.loaded) for r in results)
+    rows.append(f"| **{len(results)} objects** | **{total}** | **{loaded}** | "
+                f"**{total - loaded}** |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python tests/elf_matrix.py > table.md (root)
+    import bpf_objects
+
+    objs = bpf_objects.objects()
+    print(markdown([compare_object(n, p) for n, p in sorted(objs.items())]))

@@ -26,6 +26,10 @@ def _lib() -> ctypes.CDLL:
     lib.bpf_program__fd.argtypes = [ctypes.c_void_p]
     lib.bpf_object__load.argtypes = [ctypes.c_void_p]
     lib.bpf_object__close.argtypes = [ctypes.c_void_p]
+    lib.bpf_object__find_map_by_name.restype = ctypes.c_void_p
+    lib.bpf_object__find_map_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.bpf_map__set_max_entries.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.bpf_map__set_value_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     lib.libbpf_set_print.restype = ctypes.c_void_p
     lib.libbpf_set_print.argtypes = [ctypes.c_void_p]
     return lib
@@ -50,9 +54,11 @@ def lib() -> ctypes.CDLL:
 
 
 class LibbpfObject:
-    """An object loaded by libbpf with only ``programs`` set to autoload."""
+    """An object loaded by libbpf with only ``programs`` set to autoload, and maps resized
+    (``sizes``: name -> (max_entries, value_size), 0 keeps the object's)."""
 
-    def __init__(self, path: str, programs: Iterable[str]) -> None:
+    def __init__(self, path: str, programs: Iterable[str],
+                 sizes: Optional[dict[str, tuple[int, int]]] = None) -> None:  # fmt: skip
         self.lib = lib()
         self.obj = self.lib.bpf_object__open_file(path.encode(), None)
         if not self.obj:
@@ -65,6 +71,12 @@ class LibbpfObject:
             self.lib.bpf_program__set_autoload(p, name in wanted)
             self.progs[name] = p
             p = self.lib.bpf_object__next_program(self.obj, p)
+        for name, (max_entries, value_size) in (sizes or {}).items():
+            m = self.lib.bpf_object__find_map_by_name(self.obj, name.encode())
+            if max_entries:
+                self.lib.bpf_map__set_max_entries(m, max_entries)
+            if value_size:
+                self.lib.bpf_map__set_value_size(m, value_size)
         self.error = 0
         err = self.lib.bpf_object__load(self.obj)
         if err:

@@ -19,7 +19,7 @@ from typing import Optional
 from .. import isa
 from ..btf import BTF, BTF_KIND_DATASEC, BTF_KIND_FUNC, BTF_KIND_VAR
 from ..core import CoreRelo
-from ..errors import BTFError, PyBPFError
+from ..errors import PyBPFError
 from ..object import MapSpec, ObjectSpec, ProgramSpec
 from ..uapi import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, BPF_MAP_TYPE_ARRAY
 from .btf_ext import BTFExt, parse_btf_ext
@@ -137,7 +137,7 @@ def parse_object(data: bytes, name: str = "object", where: str = "") -> ElfObjec
     where = where or name
     try:
         return _Parser(data, name, where).run()
-    except (ElfError, BTFError) as err:
+    except PyBPFError as err:
         raise ElfError(f"{where}: {err}" if not str(err).startswith(where) else str(err)) from None
     except (struct.error, IndexError, ValueError, KeyError) as err:
         raise ElfError(f"{where}: malformed BPF object ({type(err).__name__}: {err})") from None
