@@ -127,10 +127,11 @@ class BPFObject:
 
         ``attach_ids=False`` skips the attach targets' BTF ids (``explain`` and ``dump``
         show programs whose traced function this kernel lacks)."""
-        target = target if target is not None else BTF.kernel()
         spec = self.elf.spec
         wanted = set(programs) if programs is not None else {
             n for n, on in self.autoload.items() if on}
+        if target is None:
+            target = BTF.kernel() if self._needs_kernel_btf(wanted, attach_ids) else _no_btf()
         unknown = wanted - {p.name for p in spec.programs}
         if unknown:
             raise PyBPFError(f"{self.name}: no program {', '.join(sorted(unknown))}")
@@ -151,6 +152,14 @@ class BPFObject:
         spec = replace(spec, programs=progs, maps=maps)
         self.prepared = prepare(spec, target)
         return self.prepared
+
+    def _needs_kernel_btf(self, programs: set[str], attach_ids: bool) -> bool:
+        """As libbpf: the kernel's BTF is read only for CO-RE records, BTF attach targets
+        and the externs it answers (an object without them loads without reading 5 MB)."""
+        for p in self.elf.spec.programs:
+            if p.name in programs and (p.core_relos or (attach_ids and p.attach_btf)):
+                return True
+        return any(e.name == "LINUX_HAS_BPF_COOKIE" for e in self.elf.externs)
 
     def load(self, target: Optional[BTF] = None,
              programs: Optional[Iterable[str]] = None) -> BPFObject:  # fmt: skip
@@ -196,6 +205,13 @@ class BPFObject:
                 raise PyBPFError(f"program {prog.name}: section {prog.section!r} cannot be "
                                  f"attached automatically (attach kinds: {', '.join(_ATTACHABLE)})")
             self.loaded.links.extend(attach_all(prog, self.programs[prog.name]))
+
+
+def _no_btf() -> BTF:
+    """An empty BTF: the target of objects that consult none (no CO-RE, no attach ids)."""
+    import struct
+
+    return BTF.from_bytes(struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 0, 0, 1) + b"\0")
 
 
 # --------------------------------------------------------------------------- .kconfig
