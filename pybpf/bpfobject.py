@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any, Iterable, Optional, Union
 
 from .btf import BTF, BTF_KIND_ENUM
-from .elf import ElfObject, open_file, parse_object
+from .elf import ElfObject, internal_map_name, open_file, parse_object
 from .elf.parse import Extern, kernel_version_code, object_name
 from .elf.values import BTFCodec, encode
 from .errors import PyBPFError
@@ -192,6 +192,9 @@ class BPFObject:
             return self.maps[name]
         for var_map in {v.map for v in self.elf.variables.values() if v.section == name}:
             return self.maps[var_map]
+        internal = internal_map_name(self.name, name)
+        if name.startswith(".") and internal in self.maps:  # .kconfig, data without variables
+            return self.maps[internal]
         raise PyBPFError(f"{self.name}: no map {name!r} (maps: {', '.join(self.maps)})")
 
     # -- attach -----------------------------------------------------------------------------------

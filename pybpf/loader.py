@@ -9,6 +9,7 @@ links and maps: nothing is pinned, so nothing survives the process.
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import replace
 from typing import Optional, Union
@@ -44,6 +45,7 @@ from .syscall import (
 )
 from .uapi import (
     BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_MAP_TYPE_PROG_ARRAY,
     BPF_PERF_EVENT,
     BPF_PROG_TYPE_RAW_TRACEPOINT,
     BPF_PROG_TYPE_TRACING,
@@ -105,8 +107,10 @@ class LoadedObject:
             self.maps[Globals.MAP_NAME] = rodata
             rodata.update(b"\0\0\0\0", spec.rodata.pack(self.rodata_values))
             rodata.freeze()
+        self._fill_slots(BPF_MAP_TYPE_PROG_ARRAY, invert=True)
         for prog in self.prepared.programs:
             self.programs[prog.name] = self._load_program(prog)
+        self._fill_slots(BPF_MAP_TYPE_PROG_ARRAY)
         if btf_fd is not None:
             btf_fd.close()  # the maps and programs hold their own references
             self._btf_fd = None
@@ -123,8 +127,28 @@ class LoadedObject:
             self._btf_fd = None
         return self._btf_fd
 
+    def _fill_slots(self, prog_array: int, invert: bool = False) -> None:
+        """Initial slots of maps of maps (``invert``: every map but prog arrays, once the
+        maps exist) or of prog arrays (once the programs are loaded), as libbpf fills them."""
+        for mspec in self.prepared.spec.maps:
+            if not mspec.slots or (mspec.map_type == prog_array) == invert:
+                continue
+            owner = self.programs if mspec.map_type == prog_array else self.maps
+            for index, name in sorted(mspec.slots.items()):
+                target = owner.get(name)
+                if target is None:  # as libbpf: an initial slot's program must be loaded
+                    raise BPFSyscallError(
+                        f"map {mspec.name}: slot {index} names {name!r}, which is not loaded",
+                        errno.EBADF)
+                self.maps[mspec.name].update(index.to_bytes(4, "little"),
+                                             target.fileno().to_bytes(4, "little"))
+
     def _create_map(self, mspec: MapSpec) -> Map:
         """Create a map with its key/value BTF, or without it if the kernel refuses."""
+        if mspec.inner is not None and not mspec.inner_map_fd:
+            # libbpf's way: a template of the inner map, closed once the outer map exists
+            with self._create_map(mspec.inner) as template:
+                return self._create_map(replace(mspec, inner_map_fd=template.fileno()))
         types = self._prog_btf.map_types.get(mspec.name)
         if self._btf_fd is not None and types is not None:
             try:

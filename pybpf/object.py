@@ -79,6 +79,11 @@ class MapSpec:
     # after creation, and whether the map is then frozen (read-only for user space)
     initial: Optional[bytes] = None
     freeze: bool = False
+    # maps of maps: the inner map's definition (a template created for BPF_MAP_CREATE's
+    # inner_map_fd, 4.12); initial slots of maps of maps and prog arrays: index -> the
+    # name of a map, or of a program (prog arrays), filled in once those exist
+    inner: Optional[MapSpec] = None
+    slots: Optional[dict[int, str]] = None
 
 
 class Globals:

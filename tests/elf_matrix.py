@@ -121,28 +121,36 @@ def compare_object(name: str, path: str) -> Result:
             else:
                 res.refused[prog] = (lib_err, ours[1])
     if ok:
-        with libbpf_oracle.LibbpfObject(path, ok, sizes) as lo, _open_sized(path, sizes) as obj:
-            if lo.error:
-                res.mismatches.append(f"libbpf cannot load {ok} together: errno {lo.error}")
-                return res
-            obj.load(programs=ok)
-            for m in obj.maps.values():
-                res.ids["map"].add(m.info().id)
-            for prog in ok:
-                for fd in (lo.fd(prog), obj.programs[prog].fileno()):
-                    info = prog_info(fd)
-                    res.ids["prog"].add(info.id)
-                    res.ids["map"].update(info.map_ids)
-                theirs = normalised_xlated(lo.fd(prog))
-                ours_x = normalised_xlated(obj.programs[prog].fileno())
-                if theirs == ours_x:
-                    res.loaded.append(prog)
-                else:
-                    diff = next(i for i, (a, b) in enumerate(zip(theirs, ours_x)) if a != b) \
-                        if len(theirs) == len(ours_x) else "length"
-                    res.mismatches.append(f"{prog}: xlated differs ({len(theirs)} vs "
-                                          f"{len(ours_x)} insns, first at {diff})")
+        compare_together(path, ok, res)
     return res
+
+
+def compare_together(path: str, programs: list[str], res: Result) -> None:
+    """Load ``programs`` together with libbpf and with pybpf; compare each one's xlated."""
+    sizes = res.sizes
+    with libbpf_oracle.LibbpfObject(path, programs, sizes) as lo, \
+            _open_sized(path, sizes) as obj:  # fmt: skip
+        if lo.error:
+            res.mismatches.append(f"libbpf cannot load {programs} together: errno {lo.error}")
+            return
+        obj.load(programs=programs)
+        for m in obj.maps.values():
+            res.ids["map"].add(m.info().id)
+        for prog in programs:
+            for fd in (lo.fd(prog), obj.programs[prog].fileno()):
+                info = prog_info(fd)
+                res.ids["prog"].add(info.id)
+                res.ids["map"].update(info.map_ids)
+            theirs = normalised_xlated(lo.fd(prog))
+            ours_x = normalised_xlated(obj.programs[prog].fileno())
+            if theirs == ours_x:
+                if prog not in res.loaded:
+                    res.loaded.append(prog)
+            else:
+                diff = next(i for i, (a, b) in enumerate(zip(theirs, ours_x)) if a != b) \
+                    if len(theirs) == len(ours_x) else "length"  # fmt: skip
+                res.mismatches.append(f"{prog}: xlated differs ({len(theirs)} vs "
+                                      f"{len(ours_x)} insns, first at {diff})")
 
 
 def _reason(text: str) -> str:

@@ -16,6 +16,7 @@ from ..btf import (
     BTF,
     BTF_KIND_ARRAY,
     BTF_KIND_DATASEC,
+    BTF_KIND_FUNC_PROTO,
     BTF_KIND_PTR,
     BTF_KIND_STRUCT,
     BTF_KIND_VAR,
@@ -43,8 +44,10 @@ class MapDef:
     value_type_id: int = 0
     inner: Optional[MapDef] = None
     has_values: bool = False  # __array(values, ...): initial slots from relocations
+    values_offset: int = 0  # where the values array starts in the definition
     init_slots: dict[int, str] = field(default_factory=dict)  # index -> map/program name
     section_offset: int = 0
+    section_size: int = 0
 
 
 def _uint(btf: BTF, map_name: str, member: str, type_id: int) -> int:
@@ -87,10 +90,16 @@ def parse_map_struct(btf: BTF, name: str, struct_id: int, *, inner: bool = False
             if ptr.kind != BTF_KIND_PTR:
                 raise PyBPFError(f"map {name!r}: values must be an array of pointers")
             d.has_values = True
+            d.values_offset = m.bit_offset // 8
             pointee = btf.type(btf.skip_mods_and_typedefs(ptr.type))
             if pointee.kind == BTF_KIND_STRUCT:  # map-in-map: the inner map's definition
                 d.inner = parse_map_struct(btf, name + ".inner", ptr.type, inner=True)
-                d.value_size = 4
+            elif pointee.kind != BTF_KIND_FUNC_PROTO:  # prog array: int (*)(void *)
+                raise PyBPFError(f"map {name!r}: values of {pointee.kind_name}: neither "
+                                 "maps nor programs")  # fmt: skip
+            if d.value_size not in (0, 4):
+                raise PyBPFError(f"map {name!r}: values are fds, value_size must be 4")
+            d.value_size = 4
         else:
             raise PyBPFError(f"map {name!r}: unknown map attribute {m.name!r}")
     return d
@@ -106,6 +115,7 @@ def btf_maps(btf: BTF) -> list[MapDef]:
                 raise PyBPFError(f".maps: entry {var.name!r} is a {var.kind_name}, not a variable")
             d = parse_map_struct(btf, var.name, var.type)
             d.section_offset = vsi.offset
+            d.section_size = vsi.size  # with an initialised flexible values[] array
             out.append(d)
     return out
 

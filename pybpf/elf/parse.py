@@ -158,6 +158,7 @@ class _Parser:
         self.name = name
         self.where = where
         self.maps: list[MapSpec] = []
+        self.map_defs: dict[str, MapDef] = {}
         self.map_by_sym: dict[tuple[int, int], str] = {}  # (section, offset) -> map
         self.data_maps: dict[int, str] = {}  # data section index -> map
         self.externs: dict[str, Extern] = {}
@@ -264,6 +265,7 @@ class _Parser:
                 raise PyBPFError(".maps needs BTF, and the object has no .BTF section")
             for d in btf_maps(btf):
                 self._add_map(d, maps_sec.index)
+            self._map_slots(maps_sec)
         legacy = elf.section("maps")
         if legacy is not None:
             for sym in elf.symbols:
@@ -288,13 +290,48 @@ class _Parser:
             self.kconfig_map = name
 
     def _add_map(self, d: MapDef, sec_index: int) -> None:
-        if d.inner is not None or d.has_values:
-            raise PyBPFError(f"map {d.name!r}: maps of maps and prog arrays with initial "
-                             "values are not supported yet")  # fmt: skip
+        inner = None
+        if d.inner is not None:
+            i = d.inner
+            inner = MapSpec(f"{d.name}.inner", i.type, i.key_size,
+                            i.value_size, i.max_entries, i.map_flags, map_extra=i.map_extra)
         self.maps.append(MapSpec(d.name, d.type, d.key_size, d.value_size, d.max_entries,
                                  d.map_flags, btf_key_type_id=d.key_type_id,
-                                 btf_value_type_id=d.value_type_id, map_extra=d.map_extra))
+                                 btf_value_type_id=d.value_type_id, map_extra=d.map_extra,
+                                 inner=inner, slots={} if d.has_values else None))
+        self.map_defs[d.name] = d
         self.map_by_sym[(sec_index, d.section_offset)] = d.name
+
+    def _map_slots(self, maps_sec: Section) -> None:
+        """``.rel.maps``: the initial values of ``__array(values, ...)`` (libbpf's
+        ``bpf_object__collect_map_relos``): slot i of a map of maps or a prog array."""
+        rel = self.elf.relocation_sections().get(maps_sec.index)
+        if rel is None:
+            return
+        by_name = {m.name: m for m in self.maps}
+        for offset, _rtype, sym in self.elf.relocations(rel):
+            owner = next((d for d in self.map_defs.values() if d.has_values and
+                          d.section_offset <= offset < d.section_offset + d.section_size),
+                         None)  # fmt: skip
+            if owner is None:
+                raise PyBPFError(f".maps+{offset}: a relocation outside any map's values")
+            index, rem = divmod(offset - owner.section_offset - owner.values_offset, 8)
+            if rem or index < 0:
+                raise PyBPFError(f"map {owner.name}: misaligned value relocation")
+            if owner.inner is not None:
+                target = self.map_by_sym.get((sym.shndx, sym.value))
+            else:
+                sec = self.elf.sections[sym.shndx] if sym.shndx < len(self.elf.sections) else None
+                target = sym.name if sym.type == STT_FUNC and sec is not None and \
+                    sec.executable else None  # fmt: skip
+            if target is None:
+                raise PyBPFError(f"map {owner.name}: slot {index} refers to {sym.name!r}, "
+                                 f"which is not a {'map' if owner.inner else 'program'}")
+            if index >= owner.max_entries:
+                raise PyBPFError(f"map {owner.name}: slot {index} beyond max_entries")
+            slots = by_name[owner.name].slots
+            assert slots is not None
+            slots[index] = target
 
     def _datasec_id(self, name: str) -> int:
         if self.btf is None:
@@ -382,8 +419,10 @@ class _Parser:
             if sym.shndx == SHN_UNDEF and sym.name:
                 self._relocate_extern(sec, i, sym, what)
             elif sym.shndx == self._text_index() and sym.type in (STT_FUNC, STT_SECTION):
-                if insn[1] >> 4 != isa.BPF_PSEUDO_FUNC:
-                    raise PyBPFError(f"{what}: address of a function without BPF_PSEUDO_FUNC")
+                # a callback's address (bpf_loop...): marked BPF_PSEUDO_FUNC, as libbpf does
+                if (sym.value + insn[3]) % 8:
+                    raise PyBPFError(f"{what}: function address not on an instruction")
+                insn[1] = (insn[1] & 0x0F) | (isa.BPF_PSEUDO_FUNC << 4)
                 self.sec_calls[sec.index][i] = (sym.value + insn[3]) // 8
             elif (sym.shndx, sym.value) in self.map_by_sym and sym.type != STT_SECTION:
                 insn[1] = (insn[1] & 0x0F) | (isa.BPF_PSEUDO_MAP_FD << 4)
