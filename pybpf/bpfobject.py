@@ -122,7 +122,8 @@ class BPFObject:
 
     # -- load -------------------------------------------------------------------------------------
     def prepare(self, target: Optional[BTF] = None, programs: Optional[Iterable[str]] = None,
-                *, attach_ids: bool = True) -> PreparedObject:  # fmt: skip
+                *, attach_ids: bool = True,
+                attach_target: Optional[BTF] = None) -> PreparedObject:  # fmt: skip
         """Relocate for ``target`` (default: the running kernel): pure, no syscall.
 
         ``attach_ids=False`` skips the attach targets' BTF ids (``explain`` and ``dump``
@@ -150,7 +151,7 @@ class BPFObject:
         progs = [p if attach_ids else replace(p, attach_btf=False)
                  for p in spec.programs if p.name in wanted]  # fmt: skip
         spec = replace(spec, programs=progs, maps=maps)
-        self.prepared = prepare(spec, target)
+        self.prepared = prepare(spec, target, attach_target=attach_target)
         return self.prepared
 
     def _needs_kernel_btf(self, programs: set[str], attach_ids: bool) -> bool:
@@ -163,10 +164,17 @@ class BPFObject:
 
     def load(self, target: Optional[BTF] = None,
              programs: Optional[Iterable[str]] = None) -> BPFObject:  # fmt: skip
-        """Create the maps and load the programs (those with autoload, or ``programs``)."""
+        """Create the maps and load the programs (those with autoload, or ``programs``).
+
+        ``target``: the BTF that CO-RE relocates against (default: the running kernel's);
+        attach ids always come from the running kernel, as with libbpf's
+        ``btf_custom_path``."""
         if self.loaded is not None:
             raise PyBPFError(f"{self.name}: already loaded")
-        prepared = self.prepare(target, programs)
+        attach_target = None
+        if target is not None and any(p.attach_btf for p in self.elf.spec.programs):
+            attach_target = BTF.kernel()
+        prepared = self.prepare(target, programs, attach_target=attach_target)
         loaded = LoadedObject(prepared)
         try:
             loaded.load()

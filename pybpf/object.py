@@ -333,12 +333,15 @@ def prepare(
     *,
     modules: Sequence[ModuleSource] = (),
     rules: str = "libbpf",
+    attach_target: Optional[BTF] = None,
 ) -> PreparedObject:
     """Relocate every program of ``spec`` for the kernel described by ``target``.
 
     ``modules``: module BTF searched when vmlinux has no candidate (libbpf's
     order); ``rules``: "libbpf" (default) or "kernel" (the kernel's copy of
-    relo_core.c, see :mod:`pybpf.core`)."""
+    relo_core.c, see :mod:`pybpf.core`); ``attach_target``: the BTF that attach ids come
+    from when it is not ``target`` (CO-RE against a custom BTF, attach to the running
+    kernel: libbpf's ``btf_custom_path``)."""
     if spec.btf is not None:
         local_bytes, local_ids = spec.btf, {}
     else:
@@ -355,8 +358,9 @@ def prepare(
             prog_type, attach_type = _program_kind(prog.section)
             needs_btf_id = prog_type == BPF_PROG_TYPE_TRACING
         attach_btf_id = (
-            _attach_btf_id(target, prog.section, prog.attach_point) if needs_btf_id else 0
-        )
+            _attach_btf_id(attach_target or target, prog.section, prog.attach_point)
+            if needs_btf_id else 0
+        )  # fmt: skip
         elf_relos = prog.core_relos or {}
         insns: list[isa.Instruction] = []
         reports: list[Relocation] = []

@@ -53,14 +53,31 @@ def lib() -> ctypes.CDLL:
     return _LIB
 
 
+class _OpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts (libbpf 1.x), the fields up to kernel_log_level."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("object_name", ctypes.c_char_p),
+                ("relaxed_maps", ctypes.c_bool), ("pin_root_path", ctypes.c_char_p),
+                ("_removed_attach_prog_fd", ctypes.c_uint32), ("kconfig", ctypes.c_char_p),
+                ("btf_custom_path", ctypes.c_char_p),
+                ("kernel_log_buf", ctypes.c_char_p), ("kernel_log_size", ctypes.c_size_t),
+                ("kernel_log_level", ctypes.c_uint32)]  # fmt: skip
+
+
 class LibbpfObject:
     """An object loaded by libbpf with only ``programs`` set to autoload, and maps resized
     (``sizes``: name -> (max_entries, value_size), 0 keeps the object's)."""
 
     def __init__(self, path: str, programs: Iterable[str],
-                 sizes: Optional[dict[str, tuple[int, int]]] = None) -> None:  # fmt: skip
+                 sizes: Optional[dict[str, tuple[int, int]]] = None,
+                 btf_custom_path: Optional[str] = None) -> None:  # fmt: skip
         self.lib = lib()
-        self.obj = self.lib.bpf_object__open_file(path.encode(), None)
+        opts = None
+        if btf_custom_path is not None:  # CO-RE against this BTF instead of the kernel's
+            opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts),
+                             btf_custom_path=btf_custom_path.encode())
+        self.obj = self.lib.bpf_object__open_file(
+            path.encode(), ctypes.byref(opts) if opts is not None else None)
         if not self.obj:
             raise OSError(ctypes.get_errno(), f"libbpf cannot open {path}")
         wanted = set(programs)
