@@ -16,6 +16,8 @@ from .errors import PyBPFError, VerifierError
 
 USAGE = """\
 pybpf run PROGRAM [ARGS...]       load, attach and run a program (e.g. runqslower)
+pybpf run FILE.bpf.o [--set NAME=VALUE]... [--event-type NAME] [-P PATTERN]...
+                                  a compiled object: attach, print its events, then its maps
 pybpf explain PROGRAM [--btf FILE] [--json] [-v]
                                   show every CO-RE relocation against a kernel's BTF
 pybpf export PROGRAM [--listen HOST:PORT] [ARGS...]
@@ -32,7 +34,8 @@ pybpf btf show TYPE [--btf FILE] [--base FILE]
                                   a type as C with pahole-style offsets, holes, cachelines
 
 PROGRAM is a shipped program's name (pybpf list) or the path of your own program
-file (a Python module defining TOOL = <a pybpf.tool.Tool>). A FILE of asm and
+file (a Python module defining TOOL = <a pybpf.tool.Tool>); run, explain and dump
+also take a compiled object (FILE.bpf.o, built by clang). A FILE of asm and
 disasm, and asm's OUT, may be '-': stdin, stdout.
 `pybpf COMMAND --help` and `pybpf run PROGRAM --help` list every option.
 """
@@ -91,8 +94,19 @@ def _cmd_run(argv: list[str]) -> int:
     from .runner import load_tool, run_tool
 
     _program_first(run_parser(), argv)
+    if _object_file(argv):
+        from .objcli import run
+
+        return run(argv)
     tool = load_tool(argv[0])
     return run_tool(tool, argv[1:], prog=f"pybpf run {argv[0]}")
+
+
+def _object_file(argv: list[str]) -> bool:
+    """A compiled object (FILE.bpf.o) among the arguments: handled by pybpf.objcli."""
+    from .objcli import is_object_file
+
+    return any(not a.startswith("-") and is_object_file(a) for a in argv[:1])
 
 
 def explain_parser() -> argparse.ArgumentParser:
@@ -113,6 +127,10 @@ def explain_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_explain(argv: list[str]) -> int:
+    if _object_file([a for a in argv if not a.startswith("-")]):
+        from .objcli import explain
+
+        return explain(argv)
     from .object import prepare
     from .runner import load_btf, load_tool, tool_parser
 
@@ -181,6 +199,10 @@ def dump_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_dump(argv: list[str]) -> int:
+    if _object_file([a for a in argv if not a.startswith("-")]):
+        from .objcli import dump
+
+        return dump(argv)
     from .disasm import btf_namers, disassemble
     from .object import prepare
     from .runner import load_btf, load_tool, tool_parser

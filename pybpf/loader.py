@@ -45,6 +45,7 @@ from .syscall import (
 )
 from .uapi import (
     BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_MAP_TYPE_PROG_ARRAY,
     BPF_PERF_EVENT,
     BPF_PROG_TYPE_RAW_TRACEPOINT,
     BPF_PROG_TYPE_TRACING,
@@ -108,14 +109,20 @@ class LoadedObject:
             if mspec.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and mspec.max_entries == 0:
                 # One slot per possible CPU, as libbpf sizes perf event arrays.
                 mspec = mspec._replace(max_entries=max(possible_cpus()) + 1)
-            self.maps[mspec.name] = self._create_map(mspec)
+            m = self.maps[mspec.name] = self._create_map(mspec)
+            if mspec.initial is not None:  # global data (5.2): written once, maybe frozen
+                m.update(b"\0\0\0\0", mspec.initial)
+            if mspec.freeze:
+                m.freeze()
         if spec.rodata is not None:
             rodata = self._create_map(spec.rodata.map_spec())
             self.maps[Globals.MAP_NAME] = rodata
             rodata.update(b"\0\0\0\0", spec.rodata.pack(self.rodata_values))
             rodata.freeze()
+        self._fill_slots(BPF_MAP_TYPE_PROG_ARRAY, invert=True)
         for prog in self.prepared.programs:
             self.programs[prog.name] = self._load_program(prog)
+        self._fill_slots(BPF_MAP_TYPE_PROG_ARRAY)
         if btf_fd is not None:
             btf_fd.close()  # the maps and programs hold their own references
             self._btf_fd = None
@@ -132,8 +139,28 @@ class LoadedObject:
             self._btf_fd = None
         return self._btf_fd
 
+    def _fill_slots(self, prog_array: int, invert: bool = False) -> None:
+        """Initial slots of maps of maps (``invert``: every map but prog arrays, once the
+        maps exist) or of prog arrays (once the programs are loaded), as libbpf fills them."""
+        for mspec in self.prepared.spec.maps:
+            if not mspec.slots or (mspec.map_type == prog_array) == invert:
+                continue
+            owner = self.programs if mspec.map_type == prog_array else self.maps
+            for index, name in sorted(mspec.slots.items()):
+                target = owner.get(name)
+                if target is None:  # as libbpf: an initial slot's program must be loaded
+                    raise BPFSyscallError(
+                        f"map {mspec.name}: slot {index} names {name!r}, which is not loaded",
+                        _errno.EBADF)
+                self.maps[mspec.name].update(index.to_bytes(4, "little"),
+                                             target.fileno().to_bytes(4, "little"))
+
     def _create_map(self, mspec: MapSpec) -> Map:
         """Create a map with its key/value BTF, or without it if the kernel refuses."""
+        if mspec.inner is not None and not mspec.inner_map_fd:
+            # libbpf's way: a template of the inner map, closed once the outer map exists
+            with self._create_map(mspec.inner) as template:
+                return self._create_map(mspec._replace(inner_map_fd=template.fileno()))
         types = self._prog_btf.map_types.get(mspec.name)
         if self._btf_fd is not None and types is not None:
             try:
@@ -142,7 +169,13 @@ class LoadedObject:
                                                  btf_value_type_id=types[1]))
             except BPFSyscallError as err:
                 self.warnings.append(f"map {mspec.name}: created without BTF: {err}")
-        return Map.create(mspec)
+        try:
+            return Map.create(mspec._replace(btf_fd=0, btf_key_type_id=0, btf_value_type_id=0))
+        except BPFSyscallError as err:
+            raise BPFSyscallError(
+                f"map {mspec.name} (type {mspec.map_type}, key {mspec.key_size}, value "
+                f"{mspec.value_size}, max_entries {mspec.max_entries}): {err}", err.errno
+            ) from None
 
     def _patched(self, prog: PreparedProgram) -> bytes:
         return self._patch_maps(prog.name, prog.insns)
@@ -171,6 +204,8 @@ class LoadedObject:
                 name=prog.name[: BPF_OBJ_NAME_LEN - 1],
                 expected_attach_type=prog.expected_attach_type,
                 attach_btf_id=prog.attach_btf_id,
+                prog_flags=prog.prog_flags,
+                kern_version=prog.kern_version,
                 **self._func_info(prog.name),
             )
         except VerifierError as err:
@@ -196,7 +231,8 @@ class LoadedObject:
         if getattr(self, "_btf_fd", None) is None:
             return {}
         return {"prog_btf_fd": self._btf_fd.fileno(),  # type: ignore[union-attr]
-                "func_info": self._prog_btf.func_info[name]}
+                "func_info": self._prog_btf.func_info[name],
+                "line_info": self._prog_btf.line_info.get(name, b"")}
 
     def load_kernel_relocated(
         self, prog: PreparedProgram, request: KernelCoreRequest

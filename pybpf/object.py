@@ -62,9 +62,10 @@ class MapSpec(Record):
 
     _fields = ("name", "map_type", "key_size", "value_size", "max_entries", "flags", "btf_fd",
                "btf_key_type_id", "btf_value_type_id", "inner_map_fd", "map_extra", "key_type",
-               "value_type")
+               "value_type", "initial", "freeze", "inner", "slots")
     _defaults = {"flags": 0, "btf_fd": 0, "btf_key_type_id": 0, "btf_value_type_id": 0,
-                 "inner_map_fd": 0, "map_extra": 0, "key_type": None, "value_type": None}
+                 "inner_map_fd": 0, "map_extra": 0, "key_type": None, "value_type": None,
+                 "initial": None, "freeze": False, "inner": None, "slots": None}
 
     name: str
     map_type: int
@@ -81,6 +82,15 @@ class MapSpec(Record):
     # entries); when None, a 1/2/4/8-byte key or value is described as __u8.._u64.
     key_type: Optional[CType]
     value_type: Optional[CType]
+    # global data (a .bpf.o's .data/.rodata/.bss, .kconfig): the value written at key 0
+    # after creation, and whether the map is then frozen (read-only for user space)
+    initial: Optional[bytes]
+    freeze: bool
+    # maps of maps: the inner map's definition (a template created for BPF_MAP_CREATE's
+    # inner_map_fd, 4.12); initial slots of maps of maps and prog arrays: index -> the
+    # name of a map, or of a program (prog arrays), filled in once those exist
+    inner: Optional[MapSpec]
+    slots: Optional[dict[int, str]]
 
 
 class Globals:
@@ -142,13 +152,26 @@ class Globals:
 class ProgramSpec(Record):
     """One program: a libbpf-style section name and its instructions."""
 
-    _fields = ("name", "section", "insns", "license")
-    _defaults = {"license": "GPL"}
+    _fields = ("name", "section", "insns", "license", "prog_type", "expected_attach_type",
+               "prog_flags", "attach_btf", "kern_version", "core_relos", "func_info", "line_info")
+    _defaults = {"license": "GPL", "prog_type": None, "expected_attach_type": 0, "prog_flags": 0,
+                 "attach_btf": False, "kern_version": 0, "core_relos": None, "func_info": b"",
+                 "line_info": b""}
 
     name: str
     section: str  # "tp_btf/sched_switch", "raw_tp/sched_switch"
     insns: list[isa.Instruction]
     license: str
+    # A compiled object's program (pybpf.elf) says what the section name means and brings
+    # its CO-RE records (by slot, local types in ObjectSpec.btf), func_info and line_info.
+    prog_type: Optional[int]
+    expected_attach_type: int
+    prog_flags: int
+    attach_btf: bool
+    kern_version: int
+    core_relos: Optional[dict[int, CoreRelo]]
+    func_info: bytes
+    line_info: bytes
 
     @property
     def attach_point(self) -> str:
@@ -156,13 +179,15 @@ class ProgramSpec(Record):
 
 
 class ObjectSpec(Record):
-    _fields = ("name", "programs", "maps", "rodata")
-    _defaults = {"maps": Factory(list), "rodata": None}
+    _fields = ("name", "programs", "maps", "rodata", "btf")
+    _defaults = {"maps": Factory(list), "rodata": None, "btf": None}
 
     name: str
     programs: list[ProgramSpec]
     maps: list[MapSpec]
     rodata: Optional[Globals]
+    # The object's own BTF (a .bpf.o's .BTF, finalized): CO-RE local types and program BTF.
+    btf: Optional[bytes]
 
 
 
@@ -208,7 +233,9 @@ class Relocation(FrozenRecord):
 
 class PreparedProgram(Record):
     _fields = ("name", "section", "prog_type", "expected_attach_type", "attach_btf_id",
-               "attach_point", "insns", "license", "relocations", "core_relos")
+               "attach_point", "insns", "license", "relocations", "core_relos", "prog_flags",
+               "kern_version")
+    _defaults = {"prog_flags": 0, "kern_version": 0}
 
     name: str
     section: str
@@ -220,6 +247,8 @@ class PreparedProgram(Record):
     license: str
     relocations: list[Relocation]
     core_relos: list[CoreRelo]  # what BPF_PROG_LOAD's core_relos would carry (local values)
+    prog_flags: int
+    kern_version: int
 
 
 class PreparedObject(Record):
@@ -308,10 +337,15 @@ def _program_kind(section: str) -> tuple[int, int]:
 
 def _attach_btf_id(btf: BTF, section: str, attach_point: str) -> int:
     """What a TRACING program names in attach_btf_id: the ``btf_trace_<tp>`` typedef for
-    tp_btf, the traced function's FUNC for fentry/fexit (5.5)."""
-    if section.startswith("tp_btf/"):
+    tp_btf, the traced function's FUNC for fentry/fexit (5.5), ``bpf_lsm_<hook>`` for lsm
+    (5.7), ``bpf_iter_<target>`` for iter (5.8): libbpf's prefixes."""
+    kind = section.lstrip("?").split("/", 1)[0].split(".", 1)[0]
+    if kind == "tp_btf":
         return _tracepoint_btf_id(btf, attach_point)
-    ids = btf.find(attach_point, BTF_KIND_FUNC)
+    if kind == "freplace":
+        raise PyBPFError(f"{section}: freplace programs need a target program (not supported)")
+    prefix = {"lsm": "bpf_lsm_", "lsm_cgroup": "bpf_lsm_", "iter": "bpf_iter_"}.get(kind, "")
+    ids = btf.find(prefix + attach_point, BTF_KIND_FUNC)
     if not ids:
         raise PyBPFError(f"{section}: no function {attach_point!r} in the kernel's BTF")
     return ids[0]
@@ -323,24 +357,35 @@ def prepare(
     *,
     modules: Sequence[ModuleSource] = (),
     rules: str = "libbpf",
+    attach_target: Optional[BTF] = None,
 ) -> PreparedObject:
     """Relocate every program of ``spec`` for the kernel described by ``target``.
 
     ``modules``: module BTF searched when vmlinux has no candidate (libbpf's
     order); ``rules``: "libbpf" (default) or "kernel" (the kernel's copy of
-    relo_core.c, see :mod:`pybpf.core`)."""
-    local_bytes, local_ids = encode_local_btf(_core_roots(spec.programs))
+    relo_core.c, see :mod:`pybpf.core`); ``attach_target``: the BTF that attach ids come
+    from when it is not ``target`` (CO-RE against a custom BTF, attach to the running
+    kernel: libbpf's ``btf_custom_path``)."""
+    if spec.btf is not None:
+        local_bytes, local_ids = spec.btf, {}
+    else:
+        local_bytes, local_ids = encode_local_btf(_core_roots(spec.programs))
     local_btf = BTF.from_bytes(local_bytes)
     engine = CoreEngine(local_btf, target, modules=modules, rules=rules)
     helpers = _HelperIds(target)
     prepared = []
     for prog in spec.programs:
-        prog_type, attach_type = _program_kind(prog.section)
+        if prog.prog_type is not None:
+            prog_type, attach_type = prog.prog_type, prog.expected_attach_type
+            needs_btf_id = prog.attach_btf
+        else:
+            prog_type, attach_type = _program_kind(prog.section)
+            needs_btf_id = prog_type == BPF_PROG_TYPE_TRACING
         attach_btf_id = (
-            _attach_btf_id(target, prog.section, prog.attach_point)
-            if prog_type == BPF_PROG_TYPE_TRACING
-            else 0
-        )
+            _attach_btf_id(attach_target or target, prog.section, prog.attach_point)
+            if needs_btf_id else 0
+        )  # fmt: skip
+        elf_relos = prog.core_relos or {}
         insns: list[isa.Instruction] = []
         reports: list[Relocation] = []
         relos: list[CoreRelo] = []
@@ -349,12 +394,15 @@ def prepare(
             slots = insn.slots
             if insn.helper is not None:
                 insn = insn.with_(imm=helpers[insn.helper])
-            if not isinstance(insn.core, CoreAccess):
+            if isinstance(insn.core, CoreAccess):
+                core = insn.core
+                relo = CoreRelo(slot, local_ids[id(core.root)], core.access, core.kind)
+            elif slot in elf_relos:
+                relo = elf_relos[slot]
+            else:
                 insns.append(insn)
                 slot += slots
                 continue
-            core = insn.core
-            relo = CoreRelo(slot, local_ids[id(core.root)], core.access, core.kind)
             what = f"program {prog.name}: insn {slot}: {describe(local_btf, relo)}"
             try:
                 result = engine.relocate(relo)
@@ -381,7 +429,8 @@ def prepare(
         prepared.append(
             PreparedProgram(
                 prog.name, prog.section, prog_type, attach_type, attach_btf_id,
-                prog.attach_point, insns, prog.license, reports, relos,
+                prog.attach_point, insns, prog.license, reports, relos, prog.prog_flags,
+                prog.kern_version,
             )
         )  # fmt: skip
     return PreparedObject(spec, prepared, local_bytes)
@@ -469,11 +518,13 @@ class ProgramBTF(Record):
     for BPF_MAP_CREATE (typed ``bpftool map dump``); ``.rodata`` has key 0 and a DATASEC
     value, the kernel's rule for global-data maps (5.2)."""
 
-    _fields = ("btf", "func_info", "map_types")
+    _fields = ("btf", "func_info", "map_types", "line_info")
+    _defaults = {"line_info": Factory(dict)}
 
     btf: bytes
     func_info: dict[str, bytes]
     map_types: dict[str, tuple[int, int]]
+    line_info: dict[str, bytes]
 
 
 # fd-holding and keyless maps: the kernel refuses key/value BTF for them (map_check_no_btf).
@@ -485,8 +536,18 @@ _SIZED_INTS = {1: _cd.u8, 2: _cd.u16, 4: _cd.u32, 8: _cd.u64}
 
 
 def program_btf(prepared: PreparedObject) -> ProgramBTF:
-    """Encode FUNC/FUNC_PROTO per program, map key/value types and ``.rodata``'s DATASEC."""
+    """Encode FUNC/FUNC_PROTO per program, map key/value types and ``.rodata``'s DATASEC.
+
+    A compiled object brings all of it: its own BTF, func_info and line_info."""
     spec = prepared.spec
+    if spec.btf is not None:
+        return ProgramBTF(
+            spec.btf,
+            {p.name: p.func_info for p in spec.programs},
+            {m.name: (m.btf_key_type_id, m.btf_value_type_id) for m in spec.maps
+             if m.map_type not in _NO_BTF_MAPS and m.btf_value_type_id},
+            {p.name: p.line_info for p in spec.programs},
+        )  # fmt: skip
     ctx = _cd.Ptr(_cd.u64)
     ret = _cd.s32
     wanted: list[CType] = [ctx, ret]
