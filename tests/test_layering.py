@@ -27,7 +27,10 @@ PURE_MODULES = {
 PURE_PACKAGES = ("pybpf.lang", "pybpf.elf")
 KERNEL_FACING = {
     "pybpf.abi_attrs", "pybpf.syscall", "pybpf.maps", "pybpf.perf", "pybpf.ringbuf", "pybpf.probes",
-    "pybpf.loader", "pybpf.runner", "pybpf.exporter", "pybpf.cli",
+    "pybpf.loader", "pybpf.runner", "pybpf.exporter", "pybpf.cli", "pybpf.bpfobject",
+    "pybpf.objcli",
+    # a pure package's glue to the runner: the language's tools run like any other
+    "pybpf.lang.tool",
 }  # fmt: skip
 FORBIDDEN_STDLIB = {"ctypes"}  # file mmap (the BTF cache) is pure: no syscall into BPF
 
@@ -66,6 +69,8 @@ def imports_of(name: str, path: Path) -> set[str]:
 
 
 def is_pure(name: str) -> bool:
+    if name in KERNEL_FACING:
+        return False
     return name in PURE_MODULES or name.startswith(tuple(p + "." for p in PURE_PACKAGES)) or (
         name in PURE_PACKAGES
     )
