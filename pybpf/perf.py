@@ -13,22 +13,19 @@ would need barriers pure Python cannot emit, so aarch64 support is best effort.
 
 from __future__ import annotations
 
-import ctypes
-import errno as _errno
 import mmap
 import os
 import struct
 from typing import Callable, Optional
 
 from . import syscall as _sys
+from .epoll import Epoll
 from .errors import BPFSyscallError, PyBPFError
+from .uapi import BPF_MAP_TYPE_PERF_EVENT_ARRAY
 
 PERF_RECORD_LOST = 2
 PERF_RECORD_SAMPLE = 9
 
-_EPOLLIN = 0x001
-_EPOLL_CTL_ADD = 1
-_EPOLL_CLOEXEC = 0o2000000
 
 _HDR = struct.Struct("=IHH")  # struct perf_event_header: type, misc, size
 _U32 = struct.Struct("=I")
@@ -38,19 +35,6 @@ _DATA_HEAD = 1024
 _DATA_TAIL = 1032
 _DATA_OFFSET = 1040  # 4.1; zero before (data then starts at the second page)
 _DATA_SIZE = 1048
-
-
-class _EpollEventPacked(ctypes.Structure):
-    """struct epoll_event on x86-64, where it is __attribute__((packed))."""
-
-    _pack_ = 1
-    _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
-
-
-class _EpollEvent(ctypes.Structure):
-    """struct epoll_event elsewhere (natural alignment)."""
-
-    _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
 
 
 def online_cpus() -> list[int]:
@@ -126,7 +110,7 @@ class PerfBuffer(_sys.Closing):
         self._on_lost = on_lost
         self.lost = 0
         self._rings: dict[int, _Ring] = {}
-        self._epfd = -1
+        self._epoll: Optional[Epoll] = None
         self._closed = False
         # Own a duplicate of the map fd: close() deletes our entries from the map, which must
         # not hit another object if the caller closes the map first and the number is reused.
@@ -139,7 +123,7 @@ class PerfBuffer(_sys.Closing):
 
     def _open(self, page_count: int) -> None:
         info = _sys.map_info(self._map.fileno())
-        if info.type != 4:  # BPF_MAP_TYPE_PERF_EVENT_ARRAY
+        if info.type != BPF_MAP_TYPE_PERF_EVENT_ARRAY:
             raise PyBPFError(
                 f"perf buffer needs a BPF_MAP_TYPE_PERF_EVENT_ARRAY map, map {info.name!r} "
                 f"has type {info.type}"
@@ -147,13 +131,7 @@ class PerfBuffer(_sys.Closing):
         # bpf_perf_event_output(BPF_F_CURRENT_CPU) indexes the map by CPU number; CPUs past
         # max_entries cannot be served (libbpf does the same).
         cpus = [c for c in online_cpus() if c < info.max_entries]
-        libc = _sys.libc()
-        self._epfd = libc.epoll_create1(_EPOLL_CLOEXEC)
-        if self._epfd < 0:
-            raise BPFSyscallError(
-                _sys.error_message("epoll_create1", ctypes.get_errno()), ctypes.get_errno()
-            )
-        ev_type = _EpollEventPacked if os.uname().machine == "x86_64" else _EpollEvent
+        self._epoll = epoll = Epoll(len(cpus))
         page_size = mmap.PAGESIZE
         length = (1 + page_count) * page_size
         for cpu in cpus:
@@ -182,11 +160,7 @@ class PerfBuffer(_sys.Closing):
             self._rings[cpu] = ring
             _sys.map_update_elem(self._map.fileno(), _U32.pack(cpu), _U32.pack(fd.fileno()), 0)
             _sys.ioctl(fd.fileno(), _sys.PERF_EVENT_IOC_ENABLE, 0)
-            ev = ev_type(events=_EPOLLIN, data=cpu)
-            if libc.epoll_ctl(self._epfd, _EPOLL_CTL_ADD, fd.fileno(), ctypes.byref(ev)) < 0:
-                err = ctypes.get_errno()
-                raise BPFSyscallError(_sys.error_message("epoll_ctl", err), err)
-        self._events = (ev_type * max(1, len(cpus)))()
+            epoll.add(fd.fileno(), cpu)
 
     @property
     def cpus(self) -> list[int]:
@@ -195,7 +169,8 @@ class PerfBuffer(_sys.Closing):
 
     def fileno(self) -> int:
         """The epoll fd: readable when some ring has data (to nest in another event loop)."""
-        return self._epfd
+        assert self._epoll is not None
+        return self._epoll.fd
 
     def poll(self, timeout_ms: int = -1) -> int:
         """Wait up to ``timeout_ms`` (-1: forever) for data, then drain the rings that have it.
@@ -206,21 +181,15 @@ class PerfBuffer(_sys.Closing):
         """
         if self._closed:
             raise PyBPFError("perf buffer is closed")
-        events = self._events
-        n = _sys.libc().epoll_wait(self._epfd, events, len(events), int(timeout_ms))
-        if n < 0:
-            err = ctypes.get_errno()
-            if err == _errno.EINTR:
-                return 0
-            raise BPFSyscallError(_sys.error_message("epoll_wait", err), err)
+        assert self._epoll is not None
+        ready = self._epoll.wait(timeout_ms)
+        if ready is None:  # a signal: let its handler run
+            return 0
         if self._wakeup_bytes:
             # Rings below their watermark sent no wakeup: the timeout is their deadline.
             return self.consume()
-        total = 0
         rings = self._rings
-        for i in range(n):
-            total += self._drain(rings[events[i].data])
-        return total
+        return sum(self._drain(rings[cpu]) for cpu in ready)
 
     def consume(self) -> int:
         """Drain every ring without waiting (at shutdown: flush what already arrived)."""
@@ -292,7 +261,7 @@ class PerfBuffer(_sys.Closing):
             ring.tail_view.release()  # an exported buffer would make mmap.close() fail
             ring.mm.close()
             ring.fd.close()
-        if self._epfd >= 0:
-            os.close(self._epfd)
-            self._epfd = -1
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
         self._map.close()

@@ -29,14 +29,13 @@ weaker architectures would need barriers pure Python cannot emit (best effort on
 
 from __future__ import annotations
 
-import ctypes
-import errno as _errno
 import mmap
 import os
 import struct
 from typing import Callable, Optional
 
 from . import syscall as _sys
+from .epoll import Epoll
 from .errors import BPFSyscallError, PyBPFError
 from .uapi import BPF_MAP_TYPE_RINGBUF
 
@@ -52,9 +51,6 @@ BPF_RB_RING_SIZE = 1
 BPF_RB_CONS_POS = 2
 BPF_RB_PROD_POS = 3
 
-_EPOLLIN = 0x001
-_EPOLL_CTL_ADD = 1
-_EPOLL_CLOEXEC = 0o2000000
 
 # Bytes of the data area one window step covers (the window maps two steps).
 WINDOW_CHUNK = 256 << 10
@@ -69,21 +65,6 @@ _SIZE_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
 
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
-
-
-class _EpollEventPacked(ctypes.Structure):
-    """struct epoll_event on x86-64, where it is __attribute__((packed))."""
-
-    _pack_ = 1
-    _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
-
-
-class _EpollEvent(ctypes.Structure):
-    _fields_ = [("events", ctypes.c_uint32), ("data", ctypes.c_uint64)]
-
-
-def epoll_event_type() -> type:
-    return _EpollEventPacked if os.uname().machine == "x86_64" else _EpollEvent
 
 
 class RingBuffer(_sys.Closing):
@@ -115,7 +96,7 @@ class RingBuffer(_sys.Closing):
 
         self._on_batch = on_batch
         self._closed = False
-        self._epfd = -1
+        self._epoll: Optional[Epoll] = None
         self._cons: Optional[mmap.mmap] = None
         self._cons_pos: Optional[memoryview] = None
         self._prod: Optional[mmap.mmap] = None
@@ -155,17 +136,8 @@ class RingBuffer(_sys.Closing):
         # memsets the whole item first), so for a moment the kernel would see consumer_pos
         # == 0 and refuse every reserve ("new_prod_pos - cons_pos > mask": -EAGAIN).
         self._cons_pos = memoryview(self._cons).cast("Q")
-        libc = _sys.libc()
-        self._epfd = libc.epoll_create1(_EPOLL_CLOEXEC)
-        if self._epfd < 0:
-            err = ctypes.get_errno()
-            raise BPFSyscallError(_sys.error_message("epoll_create1", err), err)
-        ev_type = epoll_event_type()
-        ev = ev_type(events=_EPOLLIN, data=0)
-        if libc.epoll_ctl(self._epfd, _EPOLL_CTL_ADD, fd, ctypes.byref(ev)) < 0:
-            err = ctypes.get_errno()
-            raise BPFSyscallError(_sys.error_message("epoll_ctl", err), err)
-        self._events = (ev_type * 1)()
+        self._epoll = Epoll(1)
+        self._epoll.add(fd)
 
     def _mmap_error(self, exc: OSError) -> BPFSyscallError:
         return BPFSyscallError(
@@ -197,7 +169,8 @@ class RingBuffer(_sys.Closing):
 
     def fileno(self) -> int:
         """The epoll fd (readable when the kernel sent a wakeup), for other event loops."""
-        return self._epfd
+        assert self._epoll is not None
+        return self._epoll.fd
 
     @property
     def available(self) -> int:
@@ -214,12 +187,9 @@ class RingBuffer(_sys.Closing):
         """
         if self._closed:
             raise PyBPFError("ring buffer is closed")
-        n = _sys.libc().epoll_wait(self._epfd, self._events, 1, int(timeout_ms))
-        if n < 0:
-            err = ctypes.get_errno()
-            if err == _errno.EINTR:
-                return 0
-            raise BPFSyscallError(_sys.error_message("epoll_wait", err), err)
+        assert self._epoll is not None
+        if self._epoll.wait(timeout_ms) is None:  # a signal: let its handler run
+            return 0
         return self.consume()
 
     def consume(self) -> int:
@@ -288,7 +258,7 @@ class RingBuffer(_sys.Closing):
             if mm is not None:
                 mm.close()
         self._cons = self._prod = self._win = None
-        if self._epfd >= 0:
-            os.close(self._epfd)
-            self._epfd = -1
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
         self._map.close()

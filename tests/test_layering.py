@@ -26,7 +26,8 @@ PURE_MODULES = {
 # Every module under these packages is pure too (when the package exists).
 PURE_PACKAGES = ("pybpf.lang", "pybpf.elf")
 KERNEL_FACING = {
-    "pybpf.abi_attrs", "pybpf.syscall", "pybpf.maps", "pybpf.perf", "pybpf.ringbuf", "pybpf.probes",
+    "pybpf.abi_attrs", "pybpf.syscall", "pybpf.epoll", "pybpf.maps", "pybpf.perf",
+    "pybpf.ringbuf", "pybpf.probes",
     "pybpf.loader", "pybpf.runner", "pybpf.exporter", "pybpf.cli", "pybpf.bpfobject",
     "pybpf.objcli",
     # a pure package's glue to the runner: the language's tools run like any other
