@@ -22,6 +22,7 @@ from array import array
 from typing import Iterator, Union
 
 from pybpf.errors import BTFError
+from pybpf.ints import s32 as _s32
 
 BTF_MAGIC = 0xEB9F
 BTF_VERSION = 1
@@ -296,10 +297,6 @@ class _SkipTable(dict):
         skip = 3 + _EXTRA_WORDS[kind] + (info & 0xFFFF) * _ENTRY_WORDS[kind]
         self[info] = skip
         return skip
-
-
-def _s32(v: int) -> int:
-    return v - 0x100000000 if v & 0x80000000 else v
 
 
 class BTF:

@@ -35,16 +35,13 @@ from pybpf.btf import (
     BTF_KIND_VOLATILE,
     KIND_NAMES,
 )
+from pybpf.ints import s32 as _s32
 
 # bpftool's btf_int_enc_str / btf_func_linkage_str / btf_var_linkage_str.
 _INT_ENC = {0: "(none)", 1: "SIGNED", 2: "CHAR", 4: "BOOL"}
 _LINKAGE = {0: "static", 1: "global", 2: "extern"}
 _REF_KINDS = frozenset((BTF_KIND_PTR, BTF_KIND_CONST, BTF_KIND_VOLATILE, BTF_KIND_RESTRICT,
                         BTF_KIND_TYPEDEF, BTF_KIND_TYPE_TAG))
-
-
-def _s32(v: int) -> int:
-    return v - 0x100000000 if v & 0x80000000 else v
 
 
 def dump_raw(btf: BTF) -> Iterator[str]:

@@ -62,6 +62,7 @@ from .btf import (
     Type,
 )
 from .errors import BTFError, CORERelocationError
+from .ints import s32 as _s32
 from .record import FrozenRecord
 
 # libbpf's names for the relocation kinds (core_relo_kind_str).
@@ -910,11 +911,6 @@ def field_path(local_btf: BTF, relo: CoreRelo) -> str:
         else:
             text += f".{acc.name}" if text else acc.name
     return text
-
-
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def poison_insns(insn: isa.Instruction, what: str) -> list[isa.Instruction]:

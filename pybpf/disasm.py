@@ -20,6 +20,7 @@ import struct
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 from . import isa
+from .ints import s32 as _s32
 
 if TYPE_CHECKING:
     import argparse
@@ -45,11 +46,6 @@ PSEUDO_NAMES = {
 }  # fmt: skip
 
 Namer = Callable[[int], Optional[str]]
-
-
-def _s32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
 
 
 def _s64(value: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Optional
 
+from .ints import s32 as _s32
 from .record import FrozenRecord
 
 # Instruction classes (low 3 bits of the opcode).
@@ -205,10 +206,6 @@ class Instruction(FrozenRecord):
                 0, 0, 0, _s32(hi)
             )
         return _SLOT.pack(self.opcode, regs, self.off, _s32(self.imm & 0xFFFFFFFF))
-
-
-def _s32(value: int) -> int:
-    return value - (1 << 32) if value & 0x80000000 else value
 
 
 def encode(insns: list[Instruction]) -> bytes:

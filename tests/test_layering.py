@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "pybpf"
 
 PURE_MODULES = {
-    "pybpf.errors", "pybpf.abi", "pybpf.uapi", "pybpf.isa", "pybpf.asm", "pybpf.asm_text",
+    "pybpf.errors", "pybpf.ints", "pybpf.abi", "pybpf.uapi", "pybpf.isa", "pybpf.asm",
+    "pybpf.asm_text",
     "pybpf.disasm", "pybpf.cdecl", "pybpf.btf", "pybpf.btf_encoder", "pybpf.btf_dump",
     "pybpf.btf_show",
     "pybpf.btf_cache", "pybpf.core", "pybpf.object", "pybpf.record",
