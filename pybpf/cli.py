@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import textwrap
-from typing import Optional
+from typing import Callable, Optional
 
 from .errors import PyBPFError, VerifierError
 
@@ -79,8 +79,12 @@ def _add_common_help(parser: argparse.ArgumentParser) -> None:
                        help="print CO-RE relocations and load details to stderr")  # fmt: skip
 
 
-def _program_first(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """``pybpf run|export`` without a program: its help (exit 0) or a usage error (exit 2)."""
+def _program_first(make_parser: Callable[[], argparse.ArgumentParser], argv: list[str]) -> None:
+    """``pybpf run|export`` without a program: its help (exit 0) or a usage error (exit 2).
+    The parser is made only then: it imports every shipped program (start-up time)."""
+    if argv and not argv[0].startswith("-"):
+        return
+    parser = make_parser()
     if not argv:
         parser.error("the following arguments are required: PROGRAM")
     if argv[0] in ("-h", "--help"):
@@ -93,7 +97,7 @@ def _program_first(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 def _cmd_run(argv: list[str]) -> int:
     from .runner import load_tool, run_tool
 
-    _program_first(run_parser(), argv)
+    _program_first(run_parser, argv)
     if _object_file(argv):
         from .objcli import run
 
@@ -265,7 +269,7 @@ def export_parser() -> argparse.ArgumentParser:
 def _cmd_export(argv: list[str]) -> int:
     from .exporter import serve
 
-    _program_first(export_parser(), argv)
+    _program_first(export_parser, argv)
     return serve(argv)
 
 
