@@ -57,6 +57,7 @@ def one_run(argv: list[str], marker: bytes, env: dict[str, str]) -> tuple[float,
                 raise SystemExit(f"{argv[0]} exited before its header:\n{text}")
             seen += chunk
         elapsed = time.perf_counter() - start
+        time.sleep(0.2)  # let the tool reach its wait before Ctrl-C
         proc.send_signal(signal.SIGINT)
         while True:  # drain until the tool is gone (runqlat prints its histogram)
             try:
