@@ -2,8 +2,10 @@
 
 The header is printed after every program is loaded and attached (and, for runqslower, the
 event buffer is open), so the time to the header is the time until tracing is live.  Peak RSS
-is the child's ``ru_maxrss`` from ``wait4``.  Each tool runs on a pseudo-terminal, as a user
-runs it (stdout line-buffered, no ``stdbuf``), and is stopped with SIGINT at the header.
+is the child's ``ru_maxrss`` from ``wait4``, and so is its CPU time (user + system, the whole
+run: a figure that waiting for a CPU on a busy machine does not inflate).  Each tool runs on a
+pseudo-terminal, as a user runs it (stdout line-buffered, no ``stdbuf``), and is stopped with
+SIGINT at the header.
 
     python bench/startup.py [N] [--tool runqslower|runqlat] [--min-us US] [--compare-c]
                             [--python PATH] [--env NAME=VALUE ...]
@@ -33,8 +35,8 @@ HEADERS = {
 }
 
 
-def one_run(argv: list[str], marker: bytes, env: dict[str, str]) -> tuple[float, float]:
-    """(ms from fork to the header on the terminal, peak RSS in MiB) of one run."""
+def one_run(argv: list[str], marker: bytes, env: dict[str, str]) -> tuple[float, float, float]:
+    """(ms from fork to the header on the terminal, peak RSS in MiB, CPU ms) of one run."""
     master, slave = os.openpty()
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env,
@@ -55,6 +57,7 @@ def one_run(argv: list[str], marker: bytes, env: dict[str, str]) -> tuple[float,
                 raise SystemExit(f"{argv[0]} exited before its header:\n{text}")
             seen += chunk
         elapsed = time.perf_counter() - start
+        time.sleep(0.2)  # let the tool reach its wait before Ctrl-C
         proc.send_signal(signal.SIGINT)
         while True:  # drain until the tool is gone (runqlat prints its histogram)
             try:
@@ -66,17 +69,20 @@ def one_run(argv: list[str], marker: bytes, env: dict[str, str]) -> tuple[float,
         os.close(master)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed * 1000, usage.ru_maxrss / 1024
+    cpu = (usage.ru_utime + usage.ru_stime) * 1000  # the whole run: start, header, exit
+    return elapsed * 1000, usage.ru_maxrss / 1024, cpu
 
 
-def summary(label: str, results: list[tuple[float, float]]) -> tuple[float, float]:
-    times = sorted(t for t, _ in results)
-    rss = sorted(r for _, r in results)
-    t_med, r_med = statistics.median(times), statistics.median(rss)
+def summary(label: str, results: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    times = sorted(t for t, _, _ in results)
+    rss = sorted(r for _, r, _ in results)
+    cpu = sorted(c for _, _, c in results)
+    t_med, r_med, c_med = statistics.median(times), statistics.median(rss), statistics.median(cpu)
     print(f"{label}: runs {len(results)}; exec -> header median {t_med:.1f} ms "
           f"(min {times[0]:.1f}, max {times[-1]:.1f}); peak RSS median {r_med:.1f} MiB "
-          f"(min {rss[0]:.1f}, max {rss[-1]:.1f})")
-    return t_med, r_med
+          f"(min {rss[0]:.1f}, max {rss[-1]:.1f}); CPU (user+sys, whole run) median "
+          f"{c_med:.1f} ms")
+    return t_med, r_med, c_med
 
 
 def main() -> None:
@@ -101,7 +107,7 @@ def main() -> None:
         commands["C"] = ([f"/usr/sbin/{args.tool}", *tool_args], dict(os.environ))
     marker = HEADERS[args.tool]
     print(f"{args.tool}: " + "; ".join(" ".join(argv) for argv, _ in commands.values()))
-    results: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in commands}
     for argv, cenv in commands.values():
         one_run(argv, marker, cenv)  # warm-up: page cache, bytecode, BTF cache
     for i in range(args.runs):
@@ -112,10 +118,10 @@ def main() -> None:
             results[label].append(one_run(argv, marker, cenv))
     medians = {label: summary(label, res) for label, res in results.items()}
     if "C" in medians:
-        (pt, pr), (ct, cr) = medians["pybpf"], medians["C"]
+        (pt, pr, pc), (ct, cr, cc) = medians["pybpf"], medians["C"]
         ratios = sorted(p[0] / c[0] for p, c in zip(results["pybpf"], results["C"]))
         print(f"pybpf / C: exec -> header {pt / ct:.2f}x (median of per-run ratios "
-              f"{statistics.median(ratios):.2f}x), peak RSS {pr / cr:.2f}x")
+              f"{statistics.median(ratios):.2f}x), peak RSS {pr / cr:.2f}x, CPU {pc / cc:.2f}x")
 
 
 if __name__ == "__main__":
