@@ -54,7 +54,8 @@ def _target(path: Optional[str]) -> BTF:
     return load_btf(path)
 
 
-def explain(argv: list[str], out: TextIO = sys.stdout) -> int:
+def explain(argv: list[str], out: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
     parser = argparse.ArgumentParser(
         prog="pybpf explain", description="Every CO-RE relocation of a compiled object.")
     parser.add_argument("object", metavar="FILE.bpf.o")
@@ -87,7 +88,8 @@ def explain(argv: list[str], out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def dump(argv: list[str], out: TextIO = sys.stdout) -> int:
+def dump(argv: list[str], out: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
     from .disasm import btf_namers, disassemble
 
     parser = argparse.ArgumentParser(
@@ -188,7 +190,8 @@ def _dump_maps(obj: Any, out: TextIO) -> None:
             out.write(f"  (cannot read: {err})\n")
 
 
-def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     from .runner import Terminated, check_privileges, stop_signals
     from .uapi import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF
 

@@ -68,7 +68,10 @@ def test_run_matches_c_runqslower(tmp_path, need_root: None) -> None:
     assert len(theirs) >= 10, (tmp_path / "c.out").read_text()
     # Event for event, in order.  The two programs on one tracepoint run one after the
     # other, each reading its own clock at wakeup and at switch: latencies differ by the
-    # few microseconds between them, never by a whole event.
+    # few microseconds between them, never by a whole event.  So a wait within 50 µs of
+    # the threshold may be above it for one tool only: those are left out on both sides.
+    theirs = [e for e in theirs if e[2] > 550]
+    mine = [e for e in mine if e[2] > 550]
     assert [(t, p) for t, p, _ in mine] == [(t, p) for t, p, _ in theirs]
     assert all(tid == pid for _, tid, _ in mine)
     assert all(abs(a[2] - b[2]) <= 50 for a, b in zip(mine, theirs)), list(zip(mine, theirs))
