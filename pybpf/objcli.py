@@ -55,7 +55,7 @@ def _target(path: Optional[str]) -> BTF:
 
 
 def explain(argv: list[str], out: Optional[TextIO] = None) -> int:
-    out = out or sys.stdout  # looked up per call: tests replace sys.stdout
+    out = out or sys.stdout
     parser = argparse.ArgumentParser(
         prog="pybpf explain", description="Every CO-RE relocation of a compiled object.")
     parser.add_argument("object", metavar="FILE.bpf.o")
@@ -89,7 +89,7 @@ def explain(argv: list[str], out: Optional[TextIO] = None) -> int:
 
 
 def dump(argv: list[str], out: Optional[TextIO] = None) -> int:
-    out = out or sys.stdout  # looked up per call: tests replace sys.stdout
+    out = out or sys.stdout
     from .disasm import btf_namers, disassemble
 
     parser = argparse.ArgumentParser(
@@ -191,8 +191,7 @@ def _dump_maps(obj: Any, out: TextIO) -> None:
 
 
 def run(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
-    out = out or sys.stdout  # looked up per call: tests replace sys.stdout
-    err = err or sys.stderr
+    out, err = out or sys.stdout, err or sys.stderr
     from .runner import Terminated, check_privileges, stop_signals
     from .uapi import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF
 

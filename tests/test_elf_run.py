@@ -68,10 +68,23 @@ def test_run_matches_c_runqslower(tmp_path, need_root: None) -> None:
     assert len(theirs) >= 10, (tmp_path / "c.out").read_text()
     # Event for event, in order.  The two programs on one tracepoint run one after the
     # other, each reading its own clock at wakeup and at switch: latencies differ by the
-    # few microseconds between them, never by a whole event.
-    assert [(t, p) for t, p, _ in mine] == [(t, p) for t, p, _ in theirs]
-    assert all(tid == pid for _, tid, _ in mine)
-    assert all(abs(a[2] - b[2]) <= 50 for a, b in zip(mine, theirs)), list(zip(mine, theirs))
+    # few microseconds between them, never by a whole event.  So a wait just above the
+    # threshold (below 600 µs) may be reported by one tool only; no other may be.
+    assert all(tid == pid for _, tid, _ in mine + theirs)
+    i = j = paired = 0
+    while i < len(mine) or j < len(theirs):
+        a = mine[i][2] if i < len(mine) else None
+        b = theirs[j][2] if j < len(theirs) else None
+        if a is not None and b is not None and abs(a - b) <= 50:
+            assert mine[i][0] == theirs[j][0]
+            i, j, paired = i + 1, j + 1, paired + 1
+        elif a is not None and a < 600:
+            i += 1
+        elif b is not None and b < 600:
+            j += 1
+        else:
+            raise AssertionError(f"unmatched event: pybpf {mine[i:i + 3]}, C {theirs[j:j + 3]}")
+    assert paired >= 10
 
 
 def test_explain_and_dump_object(capsys) -> None:

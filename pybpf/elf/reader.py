@@ -3,7 +3,7 @@
 Only what a BPF object needs: section headers and their names, the symbol table and
 ``SHT_REL`` relocations.  Every offset and size is checked against the file, so a
 truncated or corrupted file gives one :class:`ElfError`, never an IndexError.  It is
-~10x faster than pyelftools on these files (``bench/elf_reader.py``) and needs nothing.
+~20x faster than pyelftools on these files (``bench/elf_load.py``) and needs nothing.
 """
 
 from __future__ import annotations
