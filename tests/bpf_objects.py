@@ -64,7 +64,7 @@ _CACHE: Optional[dict[str, str]] = None
 
 
 def objects() -> dict[str, str]:
-    """The extracted objects, once per test session (in $TMPDIR/pybpf-libbpf-tools)."""
+    """The extracted objects, once per test run (in $TMPDIR/pybpf-libbpf-tools)."""
     global _CACHE
     if _CACHE is None:
         import tempfile
