@@ -54,8 +54,7 @@ def _target(path: Optional[str]) -> BTF:
     return load_btf(path)
 
 
-def explain(argv: list[str], out: Optional[TextIO] = None) -> int:
-    out = out or sys.stdout
+def explain_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pybpf explain", description="Every CO-RE relocation of a compiled object.")
     parser.add_argument("object", metavar="FILE.bpf.o")
@@ -63,6 +62,40 @@ def explain(argv: list[str], out: Optional[TextIO] = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON array of relocations")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also the candidates considered and why each was rejected")
+    return parser
+
+
+def dump_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybpf dump", description="A compiled object's programs as they would load: "
+        "linked, CO-RE relocated, maps named, relocations annotated.")
+    parser.add_argument("object", metavar="FILE.bpf.o")
+    parser.add_argument("--btf", metavar="FILE", help="target BTF (default: running kernel)")
+    return parser
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybpf run", description="Load a compiled object, attach every program, print "
+        "its events decoded by BTF; at Ctrl-C print its maps.")
+    parser.add_argument("object", metavar="FILE.bpf.o")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a global variable's value before load (const volatile ones too)")
+    parser.add_argument("--event-type", default="event", metavar="NAME",
+                        help="the struct that decodes each record (default: event)")
+    parser.add_argument("--event-format", metavar="'NAME:FMT ...'",
+                        help="decode records by a struct format with field names instead "
+                        "(e.g. 'task:16s delta_us:Q pid:i')")
+    parser.add_argument("-P", "--program", action="append", metavar="PATTERN",
+                        help="load only programs whose name or section matches (fnmatch); "
+                        "default: all but '?' sections")
+    parser.add_argument("--no-maps", action="store_true", help="do not print maps at the end")
+    return parser
+
+
+def explain(argv: list[str], out: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
+    parser = explain_parser()
     args = parser.parse_args(argv)
     obj = _open(args.object)
     prepared = obj.prepare(_target(args.btf), [p.name for p in obj.elf.spec.programs],
@@ -92,11 +125,7 @@ def dump(argv: list[str], out: Optional[TextIO] = None) -> int:
     out = out or sys.stdout
     from .disasm import btf_namers, disassemble
 
-    parser = argparse.ArgumentParser(
-        prog="pybpf dump", description="A compiled object's programs as they would load: "
-        "linked, CO-RE relocated, maps named, relocations annotated.")
-    parser.add_argument("object", metavar="FILE.bpf.o")
-    parser.add_argument("--btf", metavar="FILE", help="target BTF (default: running kernel)")
+    parser = dump_parser()
     args = parser.parse_args(argv)
     obj = _open(args.object)
     btf = _target(args.btf)
@@ -195,21 +224,7 @@ def run(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = N
     from .runner import Terminated, check_privileges, stop_signals
     from .uapi import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF
 
-    parser = argparse.ArgumentParser(
-        prog="pybpf run", description="Load a compiled object, attach every program, print "
-        "its events decoded by BTF; at Ctrl-C print its maps.")
-    parser.add_argument("object", metavar="FILE.bpf.o")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a global variable's value before load (const volatile ones too)")
-    parser.add_argument("--event-type", default="event", metavar="NAME",
-                        help="the struct that decodes each record (default: event)")
-    parser.add_argument("--event-format", metavar="'NAME:FMT ...'",
-                        help="decode records by a struct format with field names instead "
-                        "(e.g. 'task:16s delta_us:Q pid:i')")
-    parser.add_argument("-P", "--program", action="append", metavar="PATTERN",
-                        help="load only programs whose name or section matches (fnmatch); "
-                        "default: all but '?' sections")
-    parser.add_argument("--no-maps", action="store_true", help="do not print maps at the end")
+    parser = run_parser()
     args = parser.parse_args(argv)
     obj = _open(args.object)
     for item in args.set:

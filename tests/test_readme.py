@@ -38,7 +38,9 @@ def usage_entries() -> dict[str, str]:
         if line.startswith("pybpf "):
             words = text.split()
             key = words[1]
-            if key in ("run", "export") and words[2] in shipped_programs():
+            if len(words) > 2 and words[2].endswith(".bpf.o"):  # a compiled object
+                key = f"{key} object"
+            elif key in ("run", "export") and words[2] in shipped_programs():
                 key = f"{key} {words[2]}"
             elif key == "btf":
                 key = f"btf {words[2]}"
@@ -51,8 +53,12 @@ def usage_entries() -> dict[str, str]:
 
 
 def test_usage_lists_every_option_of_every_command() -> None:
+    from pybpf import objcli
+
     entries = usage_entries()
     parsers = command_parsers()
+    parsers.update({"run object": objcli.run_parser(), "explain object": objcli.explain_parser(),
+                    "dump object": objcli.dump_parser()})  # fmt: skip
     assert set(entries) == set(parsers)
     for key, parser in parsers.items():
         tokens = set(re.split(r"[\s\[\]|,]+", entries[key]))
