@@ -233,11 +233,11 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
             buffer = open_events(obj, tool, out, err) if tool.events_map else None
             lost = _LostCounter(obj, tool, err) if buffer is not None else None
             try:
-                tool.header(args, out)
-                out.flush()
                 interval = tool.interval(args)
                 deadline = time.monotonic() + interval if interval else None
-                try:
+                try:  # from the header on, Ctrl-C or SIGTERM is the normal way to stop
+                    tool.header(args, out)
+                    out.flush()
                     while True:
                         if buffer is not None:
                             if buffer.poll(POLL_TIMEOUT_MS):
