@@ -330,3 +330,42 @@ def test_btf_of_another_kernel_is_refused_for_run(tmp_path):
     err = rq.err()
     assert rc == 1 and err.startswith("pybpf: error:") and "Traceback" not in err, err
     assert "not the running kernel's BTF" in err
+
+
+INTERRUPTED_AT_HEADER = """
+import os
+import signal
+
+from pybpf.asm import R0, Asm
+from pybpf.object import ObjectSpec, ProgramSpec
+from pybpf.tool import Tool
+
+
+class Early(Tool):
+    description = "stopped by a SIGINT that arrives while its header is printed"
+
+    def build(self, args):
+        a = Asm()
+        a.mov(R0, 0).exit()
+        return ObjectSpec("early", [ProgramSpec("early", "tp_btf/sched_switch", a.assemble())])
+
+    def header(self, args, out):
+        out.write("HEADER\\n")
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, still in here
+
+
+TOOL = Early()
+"""
+
+
+def test_sigint_during_the_header_is_a_normal_stop(tmp_path):
+    """Tracing is live once the header is out: a Ctrl-C that lands while it is printed
+    stops the tool like any later one (exit 0, nothing left), not with a traceback or 130."""
+    prog = tmp_path / "early.py"
+    prog.write_text(INTERRUPTED_AT_HEADER)
+    before = kernel_ids()
+    out = subprocess.run([sys.executable, "-m", "pybpf", "run", str(prog)], capture_output=True,
+                         text=True, timeout=30, env=tool_env(), cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, (out.returncode, out.stderr)
+    assert out.stdout == "HEADER\n" and "Traceback" not in out.stderr
+    assert not leaked_since(before)
