@@ -84,7 +84,15 @@ def on_switch(preempt, prev, next) -> s32:
 CHILD = "import time\nfor _ in range(200):\n    time.sleep(0.001)\n"
 
 
-def test_sched_switch_fields_match_proc(need_root):
+@pytest.fixture(params=["tp_btf", "raw_tp"])
+def section(request):
+    """tp_btf loads fields directly; raw_tp reads them with bpf_probe_read_kernel."""
+    on_switch._bpf_program = (f"{request.param}/sched_switch", "GPL")
+    yield request.param
+    on_switch._bpf_program = ("tp_btf/sched_switch", "GPL")
+
+
+def test_sched_switch_fields_match_proc(need_root, section):
     from pybpf.btf import BTF
     from pybpf.loader import LoadedObject
     from pybpf.object import prepare
@@ -93,6 +101,10 @@ def test_sched_switch_fields_match_proc(need_root):
 
     btf = BTF.kernel()
     compiled = build("switch", [on_switch], btf)
+    helpers = [i.helper for i in compiled.spec.programs[0].insns if i.helper]
+    # raw_tp: each of the 8 field reads (pids, tgids, the parent pointer, vruntime) is a
+    # probe read; tp_btf loads them directly
+    assert helpers.count("probe_read_kernel") == (8 if section == "raw_tp" else 0)
     child = subprocess.Popen([sys.executable, "-c", CHILD])
     try:
         with open(f"/proc/{child.pid}/comm") as f:

@@ -75,6 +75,7 @@ class Exprs:
 
     fn: ir.Function
     locals: dict[str, Any]
+    direct = True  # kernel pointers may be loaded through (tp_btf); else probe reads
 
     # provided by the function compiler
     def emit(self, insn: ir.Insn) -> None: ...
@@ -211,7 +212,22 @@ class Exprs:
         if isinstance(t, PtrType) or (isinstance(t, IntType)):
             r = self.new()
             signed = isinstance(t, IntType) and t.signed
-            if m.core is not None:
+            if m.core is not None and not self.direct:
+                # raw_tp, kprobe: kernel pointers are plain numbers to the verifier, so
+                # copy the field (offset and size relocated) with a probe read, as
+                # BPF_CORE_READ does, into a zeroed slot
+                slot = self.fn.frame_obj(8, 8, "probe")
+                self.emit(ir.Store(slot, 0, 0, 8))
+                size = self.new()
+                self.emit(ir.CoreValue(size, "field_size", m.core))
+                dst = self.new()
+                self.emit(ir.Addr(dst, slot))
+                src = self.new()
+                assert isinstance(m.base, ir.VReg)
+                self.emit(ir.CoreOffset(src, m.base, m.core))
+                self.emit(ir.Call(None, "probe_read_kernel", [dst, size, src]))
+                self.emit(ir.Load(r, slot, 0, t.size, signed))
+            elif m.core is not None:
                 self.emit(ir.Load(r, m.base, 0, t.size, signed, core=m.core))
             else:
                 self.emit(ir.Load(r, m.base, m.off, t.size, signed))

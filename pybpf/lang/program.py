@@ -176,9 +176,11 @@ def compile_program(unit: Unit, pyfn: Callable[..., Any], section: str) -> ir.Fu
     fc.emit(ir.Param(ctx, 0))
     fc.ctx = ctx
     names = [a.arg for a in node.args.args]
-    if kind in ("tp_btf", "fentry", "fexit"):
-        if kind != "tp_btf":
+    if kind in ("tp_btf", "raw_tp", "raw_tracepoint", "fentry", "fexit"):
+        if kind in ("fentry", "fexit"):
             raise fc.err(node, f"{kind} programs are not supported yet")
+        # raw_tp (4.17): the same u64 arguments, but untyped for the verifier
+        fc.direct = kind == "tp_btf"
         args = unit.kernel.tracepoint_args(point)
         if len(names) > len(args):
             raise fc.err(node, f"tracepoint {point} has {len(args)} arguments: "
