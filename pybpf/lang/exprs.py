@@ -123,11 +123,6 @@ class Exprs:
         if v.const is not None:
             return Val(to, const=to.wrap(v.const))
         assert v.reg is not None
-        last = self.fn.insns[-1] if self.fn.insns else None
-        if isinstance(last, ir.Load) and last.dst is v.reg and last.size == to.size \
-                and v.reg.id not in self.local_regs():  # fmt: skip
-            last.signed = to.signed  # a value just loaded: load it as the new type
-            return Val(to, v.reg)
         if to.size == 8 or fr is to:
             return Val(to, v.reg)
         if to.size > fr.size and (not fr.signed or to.signed):
@@ -135,6 +130,17 @@ class Exprs:
         if to.size == fr.size and to.signed == fr.signed:
             return Val(to, v.reg)
         return Val(to, self.ext(v.reg, to))
+
+    def convert_now(self, v: Val, to: LangType, node: Optional[ast.AST] = None) -> Val:
+        """:meth:`convert` of a value used once, right now: a value just loaded from
+        memory of the new type's size is loaded as the new type instead."""
+        last = self.fn.insns[-1] if self.fn.insns else None
+        if isinstance(to, IntType) and isinstance(v.type, IntType) and v.reg is not None \
+                and isinstance(last, ir.Load) and last.dst is v.reg and last.size == to.size \
+                and v.reg.id not in self.local_regs():  # fmt: skip
+            last.signed = to.signed
+            return Val(to, v.reg)
+        return self.convert(v, to, node)
 
     # -- values ----------------------------------------------------------------
     def expr(self, node: ast.expr) -> Expr:

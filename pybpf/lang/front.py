@@ -278,7 +278,7 @@ class FunctionCompiler(Access, Exprs):
             v = self.scalar(value)
             if isinstance(local.type, IntType):
                 v = self.deref(v, value)
-            self.set_local(local, self.convert(v, local.type, node))
+            self.set_local(local, self.convert_now(v, local.type, node))
             return
         if isinstance(target, ast.Subscript) and self.is_map(target.value):
             self.map_store(target, value, node)
@@ -311,7 +311,7 @@ class FunctionCompiler(Access, Exprs):
             v = self.scalar(value)
             if isinstance(place.type, IntType):
                 v = self.deref(v, value)
-            v = self.convert(v, place.type, node)
+            v = self.convert_now(v, place.type, node)
             self.emit(ir.Store(place.base, place.off, self.operand(v), place.type.size))
             return
         self.copy_into(place, value, node)
