@@ -133,3 +133,18 @@ def test_program_is_pure_data_without_kernel():
     assert {m.name for m in spec.maps} == {"counts", "arr", "pcpu", "pairs", "events"}
     assert spec.rodata is not None and set(spec.rodata.variables) == {"k", "base", "tag"}
     assert os.environ.get("PYBPF_NEVER_SET") is None
+
+
+def test_the_language_is_pure():
+    """Compiling needs no kernel: no syscall, map, loader module, nor ctypes, is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pybpf.lang, pybpf.lang.tool\n"
+            "import pybpf.lang.program, pybpf.lang.codegen, pybpf.lang.kernel\n"
+            "bad = [m for m in ('pybpf.syscall', 'pybpf.maps', 'pybpf.loader', 'ctypes')"
+            " if m in sys.modules]\n"
+            "print(bad)\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
