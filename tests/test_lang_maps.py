@@ -7,8 +7,6 @@ compared with what the program says it does.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from pybpf.lang import (
@@ -132,7 +130,9 @@ def test_program_is_pure_data_without_kernel():
     assert [p.name for p in spec.programs] == ["maps_prog"]
     assert {m.name for m in spec.maps} == {"counts", "arr", "pcpu", "pairs", "events"}
     assert spec.rodata is not None and set(spec.rodata.variables) == {"k", "base", "tag"}
-    assert os.environ.get("PYBPF_NEVER_SET") is None
+    # the subprogram follows the program, reached by a bpf-to-bpf call
+    insns = spec.programs[0].insns
+    assert any(i.src == 1 and i.opcode == 0x85 for i in insns)  # BPF_PSEUDO_CALL
 
 
 def test_the_language_is_pure():
