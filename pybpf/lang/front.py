@@ -40,6 +40,8 @@ def parse_function(pyfn: Callable[..., Any]) -> tuple[ast.FunctionDef, Source]:
     filename = getattr(code, "co_filename", "")
     found = _from_file(filename, code.co_firstlineno) if code is not None else None
     if found is not None:  # the file parsed once, the function found by its line
+        if found.name != pyfn.__name__:
+            raise CompileError(f"{filename} changed since {pyfn.__name__} was imported")
         return found, Source(filename, 1, "")
     try:
         lines, first = inspect.getsourcelines(pyfn)
