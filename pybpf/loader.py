@@ -182,8 +182,12 @@ class LoadedObject:
         """prog_btf_fd + func_info for BPF_PROG_LOAD when program BTF is loaded."""
         if getattr(self, "_btf_fd", None) is None:
             return {}
-        return {"prog_btf_fd": self._btf_fd.fileno(),  # type: ignore[union-attr]
-                "func_info": self._prog_btf.func_info[name]}
+        info: dict[str, Union[int, bytes]] = {
+            "prog_btf_fd": self._btf_fd.fileno(),  # type: ignore[union-attr]
+            "func_info": self._prog_btf.func_info[name]}
+        if name in self._prog_btf.line_info:  # source lines (5.0): in logs and bpftool
+            info["line_info"] = self._prog_btf.line_info[name]
+        return info
 
     def load_kernel_relocated(
         self, prog: PreparedProgram, request: KernelCoreRequest

@@ -138,6 +138,34 @@ def test_sched_switch_fields_match_proc(need_root, section):
     assert perf and all(p in got for p in perf)
 
 
+def test_bpftool_shows_the_python_lines(need_root):
+    """The program BTF's line_info carries the Python source: bpftool (our oracle, not
+    our code) prints it between the translated instructions."""
+    import re
+    import shutil
+
+    from pybpf.btf import BTF
+    from pybpf.loader import LoadedObject
+    from pybpf.object import prepare
+    from pybpf.syscall import prog_info
+
+    if shutil.which("bpftool") is None:
+        pytest.fail("bpftool is a test oracle here")
+    btf = BTF.kernel()
+    compiled = build("switch", [on_switch], btf)
+    with LoadedObject(prepare(compiled.spec, btf), {"tgid": 1}) as obj:
+        obj.load()
+        prog_id = prog_info(obj.programs["on_switch"].fileno()).id
+        out = subprocess.run(["bpftool", "prog", "dump", "xlated", "id", str(prog_id), "linum"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "; ev.parent_tgid = next.real_parent.tgid" in out
+    assert "; if next.tgid != target.tgid:" in out
+    lines = re.findall(r"^; (.*) \[file:\S*test_lang_kernel.py line_num:(\d+)", out, re.M)
+    source = open(__file__).read().splitlines()
+    assert len(lines) > 10
+    assert all(source[int(n) - 1].strip() == text for text, n in lines)
+
+
 def test_relocations_are_recorded_against_local_structs():
     """Without running anything: every kernel field is a CO-RE relocation whose local
     struct holds only the members used (as a ___x flavor written by hand would)."""
