@@ -81,3 +81,14 @@ class Unchecked(LangTool):
 
 TOOL = Unchecked()
 """
+
+
+def test_dump_interleaves_the_python_source():
+    text = EXAMPLE.read_text().splitlines()
+    line = text.index("    ev.comm = next.comm") + 1
+    out = subprocess.run([sys.executable, "-m", "pybpf", "dump", str(EXAMPLE)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"# switch_events.py:{line}: ev.comm = next.comm" in out.stdout
+    # the comm copy's relocation note follows its source line on the same instruction
+    assert "CO-RE byte_off task_struct.comm" in out.stdout
