@@ -123,6 +123,7 @@ def test_sched_switch_fields_match_proc(need_root, section):
                     rb.poll(50)
                 pb.poll(100)
                 pb.consume()
+                rb.consume()  # each perf copy was output after its ring buffer original
     finally:
         child.wait(timeout=30)
     assert len(got) >= 20

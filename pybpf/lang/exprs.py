@@ -425,7 +425,7 @@ class Exprs:
             return
         a = self.deref(self.scalar(node.left), node.left)
         b = self.deref(self.scalar(node.comparators[0]), node.comparators[0])
-        self.compare_values(op, a, b, target, when, node)
+        self.compare_values(op, a, b, target, when, node, once=True)
 
     def _pointer(self, node: ast.expr) -> Val:
         v = self.expr(node)
@@ -436,13 +436,18 @@ class Exprs:
         return v
 
     def compare_values(self, op: ast.cmpop, a: Val, b: Val, target: str, when: bool,
-                       node: ast.AST) -> None:  # fmt: skip
+                       node: ast.AST, once: bool = False) -> None:  # fmt: skip
+        """``once``: the operands are used by this compare only (not a chain's middle)."""
         jop = _CMP.get(type(op))
         if jop is None:
             raise self.err(node, f"comparison {type(op).__name__} is not supported")
         if isinstance(a.type, IntType) and isinstance(b.type, IntType):
             t = common(a.type, b.type)
-            a, b = self.convert(a, t), self.convert(b, t)
+            if once:
+                b = self.convert_now(b, t)  # b was computed last: its load may change type
+                a = self.convert_now(a, t) if b.reg is None else self.convert(a, t)
+            else:
+                a, b = self.convert(a, t), self.convert(b, t)
             signed = t.signed
         elif isinstance(a.type, PtrType) or isinstance(b.type, PtrType):
             signed = False
