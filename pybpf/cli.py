@@ -220,22 +220,44 @@ def _cmd_dump(argv: list[str]) -> int:
     btf = load_btf(args.btf)
     prepared = prepare(tool.build(tool_args), btf)
     helper, kfunc = btf_namers(btf)
-    for prog in prepared.programs:
+    for prog, spec in zip(prepared.programs, prepared.spec.programs):
         relos = {r.insn: r for r in prog.relocations}
+        source = _source_notes(spec)
 
-        def note(slot: int, insn: object, relos: dict = relos) -> str:
+        def note(slot: int, insn: object, relos: dict = relos, source: dict = source) -> str:
             r = relos.get(slot)
             comment = getattr(insn, "comment", None)
             if r is None:
-                return comment or ""
-            what = f"{r.type}.{r.field}" if r.field else r.type
-            target = "-" if r.target is None else r.target
-            return f"CO-RE {r.kind} {what} [{r.access}]: {r.local} -> {target}"
+                text = comment or ""
+            else:
+                what = f"{r.type}.{r.field}" if r.field else r.type
+                target = "-" if r.target is None else r.target
+                text = f"CO-RE {r.kind} {what} [{r.access}]: {r.local} -> {target}"
+            line = source.get(slot)
+            return f"{line}  |  {text}" if line and text else line or text
 
         slots = sum(i.slots for i in prog.insns)
         sys.stdout.write(f'; {prog.name}: SEC("{prog.section}"), {plural(slots, "instruction")}\n')
         sys.stdout.write(f"{prog.name}:\n" + disassemble(prog.insns, helper, kfunc, note) + "\n")
     return 0
+
+
+def _source_notes(spec: object) -> dict[int, str]:
+    """``file:line: text`` at each slot where a program's source line changes (programs
+    written in pybpf.lang carry their Python source)."""
+    import os
+
+    notes: dict[int, str] = {}
+    source = getattr(spec, "source", None)
+    if not source:
+        return notes
+    slot, last = 0, None
+    for insn, (file, line, text) in zip(spec.insns, source):  # type: ignore[attr-defined]
+        if (file, line) != last:
+            notes[slot] = f"{os.path.basename(file)}:{line}: {text}"
+            last = (file, line)
+        slot += insn.slots
+    return notes
 
 
 def export_parser() -> argparse.ArgumentParser:

@@ -153,10 +153,11 @@ class ProgramSpec(Record):
     """One program: a libbpf-style section name and its instructions."""
 
     _fields = ("name", "section", "insns", "license", "prog_type", "expected_attach_type",
-               "prog_flags", "attach_btf", "kern_version", "core_relos", "func_info", "line_info")
+               "prog_flags", "attach_btf", "kern_version", "core_relos", "func_info", "line_info",
+               "source")
     _defaults = {"license": "GPL", "prog_type": None, "expected_attach_type": 0, "prog_flags": 0,
                  "attach_btf": False, "kern_version": 0, "core_relos": None, "func_info": b"",
-                 "line_info": b""}
+                 "line_info": b"", "source": None}
 
     name: str
     section: str  # "tp_btf/sched_switch", "raw_tp/sched_switch"
@@ -172,6 +173,9 @@ class ProgramSpec(Record):
     core_relos: Optional[dict[int, CoreRelo]]
     func_info: bytes
     line_info: bytes
+    # per instruction, the (file, line, text) of the source it came from (pybpf.lang):
+    # encoded as the program BTF's line_info, which the verifier log and bpftool show
+    source: Optional[list[tuple[str, int, str]]]
 
     @property
     def attach_point(self) -> str:
@@ -577,6 +581,7 @@ def program_btf(prepared: PreparedObject) -> ProgramBTF:
         )
         for p in prepared.programs
     }
+    line_info = {p.name: _line_info(builder, p) for p in spec.programs if p.source}
     map_types = {name: (ids[id(k)], ids[id(v)]) for name, (k, v) in map_ctypes.items()}
     if spec.rodata is not None:
         secinfos = []
@@ -586,4 +591,24 @@ def program_btf(prepared: PreparedObject) -> ProgramBTF:
             secinfos.append((builder.add_var(name, var_type), offset, ctype.size))
         datasec = builder.add_datasec(Globals.MAP_NAME, spec.rodata.size, secinfos)
         map_types[Globals.MAP_NAME] = (0, datasec)
-    return ProgramBTF(builder.encode(), func_info, map_types)
+    return ProgramBTF(builder.encode(), func_info, map_types, line_info)
+
+
+_LINE_INFO = struct.Struct("<IIII")  # struct bpf_line_info (include/uapi/linux/bpf.h, 5.0)
+
+
+def _line_info(builder: Any, prog: ProgramSpec) -> bytes:
+    """One ``bpf_line_info`` where the source line changes and at every subprogram
+    start (the kernel wants one there): insn_off, file_name_off, line_off, line << 10."""
+    assert prog.source is not None
+    starts = set(isa.subprog_starts(prog.insns))
+    out = []
+    last = None
+    slot = 0
+    for insn, (file, line, text) in zip(prog.insns, prog.source):
+        if (file, line) != last or slot in starts:
+            out.append(_LINE_INFO.pack(slot, builder.add_string(file),
+                                       builder.add_string(text), line << 10))  # fmt: skip
+            last = (file, line)
+        slot += insn.slots
+    return b"".join(out)

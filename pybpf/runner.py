@@ -229,7 +229,10 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
 
     with stop_signals():
         with LoadedObject(prepared, tool.rodata(args)) as obj:
-            load_and_attach(obj, args, err)
+            try:
+                load_and_attach(obj, args, err)
+            except VerifierError as exc:
+                raise _with_source_line(tool, obj, exc) from None
             buffer = open_events(obj, tool, out, err) if tool.events_map else None
             lost = _LostCounter(obj, tool, err) if buffer is not None else None
             try:
@@ -269,6 +272,17 @@ def run_tool(tool: Tool, argv: list[str], prog: str, out: TextIO = sys.stdout,
                 if buffer is not None:
                     buffer.close()
     return 0
+
+
+def _with_source_line(tool: Tool, obj: Any, exc: VerifierError) -> VerifierError:
+    """A tool that knows where its instructions came from (``pybpf.lang``) names the
+    source line of the instruction the verifier refused."""
+    explain = getattr(tool, "explain_rejection", None)
+    failed = [p.name for p in obj.prepared.programs if p.name not in obj.programs]
+    where = explain(failed[0], exc.log) if explain is not None and failed else None
+    if not where:
+        return exc
+    return VerifierError(f"{where}: {exc}", exc.errno, exc.log)
 
 
 def prepare_tool(tool: Tool, args: argparse.Namespace, err: TextIO) -> PreparedObject:

@@ -45,3 +45,50 @@ def test_compile_error_is_one_line_with_the_python_position(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.startswith(f"pybpf: error: {bad}:{line}:")
     assert "no_such_member" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_verifier_rejection_names_the_python_line(tmp_path, need_root):
+    """The language does not check for None: the verifier does, and the error names the
+    Python line of the refused access."""
+    bad = tmp_path / "unchecked.py"
+    bad.write_text(UNCHECKED)
+    line = UNCHECKED.splitlines().index("    return v + 1") + 1
+    out = subprocess.run([sys.executable, "-m", "pybpf", "run", str(bad)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    first = out.stderr.splitlines()[0]
+    assert first.startswith(f"pybpf: error: {bad}:{line}: program on_switch"), first
+    assert "map_value_or_null" in out.stderr  # the verifier's own words follow
+
+
+UNCHECKED = """
+from pybpf.lang import HashMap, program, s32, u32, u64
+from pybpf.lang.tool import LangTool
+
+counts = HashMap(u32, u64, 16)
+
+
+@program("tp_btf/sched_switch")
+def on_switch(preempt, prev, next) -> s32:
+    v = counts.get(next.pid)
+    return v + 1
+
+
+class Unchecked(LangTool):
+    name = "unchecked"
+    programs = [on_switch]
+
+
+TOOL = Unchecked()
+"""
+
+
+def test_dump_interleaves_the_python_source():
+    text = EXAMPLE.read_text().splitlines()
+    line = text.index("    ev.comm = next.comm") + 1
+    out = subprocess.run([sys.executable, "-m", "pybpf", "dump", str(EXAMPLE)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"# switch_events.py:{line}: ev.comm = next.comm" in out.stdout
+    # the comm copy's relocation note follows its source line on the same instruction
+    assert "CO-RE byte_off task_struct.comm" in out.stdout

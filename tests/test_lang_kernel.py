@@ -84,7 +84,15 @@ def on_switch(preempt, prev, next) -> s32:
 CHILD = "import time\nfor _ in range(200):\n    time.sleep(0.001)\n"
 
 
-def test_sched_switch_fields_match_proc(need_root):
+@pytest.fixture(params=["tp_btf", "raw_tp"])
+def section(request):
+    """tp_btf loads fields directly; raw_tp reads them with bpf_probe_read_kernel."""
+    on_switch._bpf_program = (f"{request.param}/sched_switch", "GPL")
+    yield request.param
+    on_switch._bpf_program = ("tp_btf/sched_switch", "GPL")
+
+
+def test_sched_switch_fields_match_proc(need_root, section):
     from pybpf.btf import BTF
     from pybpf.loader import LoadedObject
     from pybpf.object import prepare
@@ -93,6 +101,10 @@ def test_sched_switch_fields_match_proc(need_root):
 
     btf = BTF.kernel()
     compiled = build("switch", [on_switch], btf)
+    helpers = [i.helper for i in compiled.spec.programs[0].insns if i.helper]
+    # raw_tp: each of the 8 field reads (pids, tgids, the parent pointer, vruntime) is a
+    # probe read; tp_btf loads them directly
+    assert helpers.count("probe_read_kernel") == (8 if section == "raw_tp" else 0)
     child = subprocess.Popen([sys.executable, "-c", CHILD])
     try:
         with open(f"/proc/{child.pid}/comm") as f:
@@ -111,6 +123,7 @@ def test_sched_switch_fields_match_proc(need_root):
                     rb.poll(50)
                 pb.poll(100)
                 pb.consume()
+                rb.consume()  # each perf copy was output after its ring buffer original
     finally:
         child.wait(timeout=30)
     assert len(got) >= 20
@@ -124,6 +137,34 @@ def test_sched_switch_fields_match_proc(need_root):
         assert ev.current == ev.prev_comm  # sched_switch runs on behalf of prev
     # the perf buffer got copies of the same events (those emitted by now)
     assert perf and all(p in got for p in perf)
+
+
+def test_bpftool_shows_the_python_lines(need_root):
+    """The program BTF's line_info carries the Python source: bpftool (our oracle, not
+    our code) prints it between the translated instructions."""
+    import re
+    import shutil
+
+    from pybpf.btf import BTF
+    from pybpf.loader import LoadedObject
+    from pybpf.object import prepare
+    from pybpf.syscall import prog_info
+
+    if shutil.which("bpftool") is None:
+        pytest.fail("bpftool is a test oracle here")
+    btf = BTF.kernel()
+    compiled = build("switch", [on_switch], btf)
+    with LoadedObject(prepare(compiled.spec, btf), {"tgid": 1}) as obj:
+        obj.load()
+        prog_id = prog_info(obj.programs["on_switch"].fileno()).id
+        out = subprocess.run(["bpftool", "prog", "dump", "xlated", "id", str(prog_id), "linum"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "; ev.parent_tgid = next.real_parent.tgid" in out
+    assert "; if next.tgid != target.tgid:" in out
+    lines = re.findall(r"^; (.*) \[file:\S*test_lang_kernel.py line_num:(\d+)", out, re.M)
+    source = open(__file__).read().splitlines()
+    assert len(lines) > 10
+    assert all(source[int(n) - 1].strip() == text for text, n in lines)
 
 
 def test_relocations_are_recorded_against_local_structs():

@@ -7,14 +7,14 @@ compared with what the program says it does.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from pybpf.lang import (
     ArrayMap,
     HashMap,
+    LruHashMap,
     PerCPUArray,
+    PerCPUHashMap,
     ReadOnly,
     RingBuf,
     Struct,
@@ -45,6 +45,8 @@ arr = ArrayMap(u64, 4)
 pcpu = PerCPUArray(u64, 1)
 pairs = HashMap(u32, Pair, 8)
 events = RingBuf(4096)
+lru = LruHashMap(u32, u64, 8)
+pcpu_hash = PerCPUHashMap(u32, u64, 8)
 
 
 class opts(ReadOnly):  # noqa: N801 - reads like a C global
@@ -77,7 +79,10 @@ def maps_prog(skb) -> s32:
     ev.seq = arr[3]
     ev.key = q.a
     ev.tag = opts.tag
+    ev.tag[0] = 72  # "H"
     ev.neg = -ev.key
+    lru[opts.k] += 1
+    pcpu_hash[1] -= 3
     events.output(ev)
     return 0
 
@@ -113,8 +118,11 @@ def test_maps_structs_globals_and_events(loaded):
     with RingBuffer(obj.maps["events"].fd,
                     on_sample=lambda d: got.append(Event.decode(d))) as rb:  # fmt: skip
         rb.consume()
-    assert got == [Event(seq=3, key=9, tag="hello", neg=-9), Event(seq=12, key=9, tag="hello",
+    assert got == [Event(seq=3, key=9, tag="Hello", neg=-9), Event(seq=12, key=9, tag="Hello",
                                                                   neg=-9)]  # fmt: skip
+    assert maps["lru"][9] == 2
+    # u64 values wrap, as in C (the two runs may land on two CPUs' slots)
+    assert sum(maps["pcpu_hash"][1]) % (1 << 64) == (-6) % (1 << 64)
 
 
 def test_event_layout_matches_c():
@@ -130,6 +138,24 @@ def test_program_is_pure_data_without_kernel():
     compiled = build("maps", [maps_prog])  # no BTF: helpers checked when prepared
     spec = compiled.spec
     assert [p.name for p in spec.programs] == ["maps_prog"]
-    assert {m.name for m in spec.maps} == {"counts", "arr", "pcpu", "pairs", "events"}
+    assert {m.name for m in spec.maps} == {"counts", "arr", "pcpu", "pairs", "events", "lru",
+                                           "pcpu_hash"}  # fmt: skip
     assert spec.rodata is not None and set(spec.rodata.variables) == {"k", "base", "tag"}
-    assert os.environ.get("PYBPF_NEVER_SET") is None
+    # the subprogram follows the program, reached by a bpf-to-bpf call
+    insns = spec.programs[0].insns
+    assert any(i.src == 1 and i.opcode == 0x85 for i in insns)  # BPF_PSEUDO_CALL
+
+
+def test_the_language_is_pure():
+    """Compiling needs no kernel: no syscall, map, loader module, nor ctypes, is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pybpf.lang, pybpf.lang.tool\n"
+            "import pybpf.lang.program, pybpf.lang.codegen, pybpf.lang.kernel\n"
+            "bad = [m for m in ('pybpf.syscall', 'pybpf.maps', 'pybpf.loader', 'ctypes')"
+            " if m in sys.modules]\n"
+            "print(bad)\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

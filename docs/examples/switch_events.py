@@ -1,10 +1,11 @@
 """Context switches to a process, written in pybpf's Python language (docs/language.md).
 
-Run it with ``pybpf run docs/examples/switch_events.py --pid PID [--count N]``: one
-line per switch to a thread of PID, with the task it replaced, its parent's tgid and
-its name.  The BPF side is the decorated function below, compiled from its source:
-the tracepoint's arguments come by name from the kernel's BTF, ``next.real_parent.tgid``
-is two CO-RE relocated loads, and the event is declared once for both sides.
+Run it with ``pybpf run docs/examples/switch_events.py [--pid PID] [--count N]``: one
+line per switch to a thread of PID (of any process without --pid), with the task it
+replaced, its parent's tgid and its name.  The BPF side is the decorated function
+below, compiled from its source: the tracepoint's arguments come by name from the
+kernel's BTF, ``next.real_parent.tgid`` is two CO-RE relocated loads, and the event is
+declared once for both sides.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ switches = RingBuf(1 << 20)
 
 @program("tp_btf/sched_switch")
 def on_switch(preempt, prev, next) -> s32:
-    if next.tgid != options.tgid:
+    if options.tgid and next.tgid != options.tgid:
         return 0
     ev = Switch(prev_pid=prev.pid, next_pid=next.pid)
     ev.parent = next.real_parent.tgid
@@ -50,11 +51,11 @@ class SwitchEvents(LangTool):
     programs = [on_switch]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--pid", type=pid_arg, required=True, help="process (tgid) to watch")
+        parser.add_argument("--pid", type=pid_arg, help="process (tgid) to watch (default: all)")
         parser.add_argument("--count", type=int, default=0, help="stop after N switches")
 
     def rodata(self, args: argparse.Namespace) -> dict:
-        return {"tgid": args.pid}
+        return {"tgid": args.pid or 0}
 
     def header(self, args: argparse.Namespace, out: TextIO) -> None:
         self.left = args.count or -1

@@ -138,7 +138,7 @@ class Access:
         args = []
         for arg, (_, t) in zip(node.args, params):
             v = self.scalar(arg)
-            v = self.convert(self.deref(v, arg) if isinstance(t, IntType) else v, t, arg)
+            v = self.convert_now(self.deref(v, arg) if isinstance(t, IntType) else v, t, arg)
             args.append(self.operand(v))
         r = self.new()
         self.emit(ir.Call(r, name, args, sub=True))

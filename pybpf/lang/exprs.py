@@ -75,6 +75,7 @@ class Exprs:
 
     fn: ir.Function
     locals: dict[str, Any]
+    direct = True  # kernel pointers may be loaded through (tp_btf); else probe reads
 
     # provided by the function compiler
     def emit(self, insn: ir.Insn) -> None: ...
@@ -122,11 +123,6 @@ class Exprs:
         if v.const is not None:
             return Val(to, const=to.wrap(v.const))
         assert v.reg is not None
-        last = self.fn.insns[-1] if self.fn.insns else None
-        if isinstance(last, ir.Load) and last.dst is v.reg and last.size == to.size \
-                and v.reg.id not in self.local_regs():  # fmt: skip
-            last.signed = to.signed  # a value just loaded: load it as the new type
-            return Val(to, v.reg)
         if to.size == 8 or fr is to:
             return Val(to, v.reg)
         if to.size > fr.size and (not fr.signed or to.signed):
@@ -134,6 +130,17 @@ class Exprs:
         if to.size == fr.size and to.signed == fr.signed:
             return Val(to, v.reg)
         return Val(to, self.ext(v.reg, to))
+
+    def convert_now(self, v: Val, to: LangType, node: Optional[ast.AST] = None) -> Val:
+        """:meth:`convert` of a value used once, right now: a value just loaded from
+        memory of the new type's size is loaded as the new type instead."""
+        last = self.fn.insns[-1] if self.fn.insns else None
+        if isinstance(to, IntType) and isinstance(v.type, IntType) and v.reg is not None \
+                and isinstance(last, ir.Load) and last.dst is v.reg and last.size == to.size \
+                and v.reg.id not in self.local_regs():  # fmt: skip
+            last.signed = to.signed
+            return Val(to, v.reg)
+        return self.convert(v, to, node)
 
     # -- values ----------------------------------------------------------------
     def expr(self, node: ast.expr) -> Expr:
@@ -211,7 +218,22 @@ class Exprs:
         if isinstance(t, PtrType) or (isinstance(t, IntType)):
             r = self.new()
             signed = isinstance(t, IntType) and t.signed
-            if m.core is not None:
+            if m.core is not None and not self.direct:
+                # raw_tp, kprobe: kernel pointers are plain numbers to the verifier, so
+                # copy the field (offset and size relocated) with a probe read, as
+                # BPF_CORE_READ does, into a zeroed slot
+                slot = self.fn.frame_obj(8, 8, "probe")
+                self.emit(ir.Store(slot, 0, 0, 8))
+                size = self.new()
+                self.emit(ir.CoreValue(size, "field_size", m.core))
+                dst = self.new()
+                self.emit(ir.Addr(dst, slot))
+                src = self.new()
+                assert isinstance(m.base, ir.VReg)
+                self.emit(ir.CoreOffset(src, m.base, m.core))
+                self.emit(ir.Call(None, "probe_read_kernel", [dst, size, src]))
+                self.emit(ir.Load(r, slot, 0, t.size, signed))
+            elif m.core is not None:
                 self.emit(ir.Load(r, m.base, 0, t.size, signed, core=m.core))
             else:
                 self.emit(ir.Load(r, m.base, m.off, t.size, signed))
@@ -403,7 +425,7 @@ class Exprs:
             return
         a = self.deref(self.scalar(node.left), node.left)
         b = self.deref(self.scalar(node.comparators[0]), node.comparators[0])
-        self.compare_values(op, a, b, target, when, node)
+        self.compare_values(op, a, b, target, when, node, once=True)
 
     def _pointer(self, node: ast.expr) -> Val:
         v = self.expr(node)
@@ -414,13 +436,18 @@ class Exprs:
         return v
 
     def compare_values(self, op: ast.cmpop, a: Val, b: Val, target: str, when: bool,
-                       node: ast.AST) -> None:  # fmt: skip
+                       node: ast.AST, once: bool = False) -> None:  # fmt: skip
+        """``once``: the operands are used by this compare only (not a chain's middle)."""
         jop = _CMP.get(type(op))
         if jop is None:
             raise self.err(node, f"comparison {type(op).__name__} is not supported")
         if isinstance(a.type, IntType) and isinstance(b.type, IntType):
             t = common(a.type, b.type)
-            a, b = self.convert(a, t), self.convert(b, t)
+            if once:
+                b = self.convert_now(b, t)  # b was computed last: its load may change type
+                a = self.convert_now(a, t) if b.reg is None else self.convert(a, t)
+            else:
+                a, b = self.convert(a, t), self.convert(b, t)
             signed = t.signed
         elif isinstance(a.type, PtrType) or isinstance(b.type, PtrType):
             signed = False

@@ -40,6 +40,8 @@ def parse_function(pyfn: Callable[..., Any]) -> tuple[ast.FunctionDef, Source]:
     filename = getattr(code, "co_filename", "")
     found = _from_file(filename, code.co_firstlineno) if code is not None else None
     if found is not None:  # the file parsed once, the function found by its line
+        if found.name != pyfn.__name__:
+            raise CompileError(f"{filename} changed since {pyfn.__name__} was imported")
         return found, Source(filename, 1, "")
     try:
         lines, first = inspect.getsourcelines(pyfn)
@@ -278,7 +280,7 @@ class FunctionCompiler(Access, Exprs):
             v = self.scalar(value)
             if isinstance(local.type, IntType):
                 v = self.deref(v, value)
-            self.set_local(local, self.convert(v, local.type, node))
+            self.set_local(local, self.convert_now(v, local.type, node))
             return
         if isinstance(target, ast.Subscript) and self.is_map(target.value):
             self.map_store(target, value, node)
@@ -311,7 +313,7 @@ class FunctionCompiler(Access, Exprs):
             v = self.scalar(value)
             if isinstance(place.type, IntType):
                 v = self.deref(v, value)
-            v = self.convert(v, place.type, node)
+            v = self.convert_now(v, place.type, node)
             self.emit(ir.Store(place.base, place.off, self.operand(v), place.type.size))
             return
         self.copy_into(place, value, node)

@@ -57,8 +57,7 @@ class Compiled:
     """What :func:`build` returns: the object, and where each instruction came from."""
 
     spec: ObjectSpec
-    lines: dict[str, list[int]] = field(default_factory=dict)  # program -> line per insn
-    files: dict[str, str] = field(default_factory=dict)  # program -> source file
+    lines: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # (file, line)/insn
     maps: dict[str, MapDecl] = field(default_factory=dict)
     readonly: Optional[type] = None
 
@@ -71,7 +70,10 @@ class Compiled:
         for index, insn in enumerate(prog.insns):
             if at >= slot:
                 lines = self.lines[program]
-                return f"{self.files[program]}:{lines[index]}" if index < len(lines) else None
+                if index >= len(lines):
+                    return None
+                file, line = lines[index]
+                return f"{file}:{line}"
             at += insn.slots
         return None
 
@@ -176,9 +178,11 @@ def compile_program(unit: Unit, pyfn: Callable[..., Any], section: str) -> ir.Fu
     fc.emit(ir.Param(ctx, 0))
     fc.ctx = ctx
     names = [a.arg for a in node.args.args]
-    if kind in ("tp_btf", "fentry", "fexit"):
-        if kind != "tp_btf":
+    if kind in ("tp_btf", "raw_tp", "raw_tracepoint", "fentry", "fexit"):
+        if kind in ("fentry", "fexit"):
             raise fc.err(node, f"{kind} programs are not supported yet")
+        # raw_tp (4.17): the same u64 arguments, but untyped for the verifier
+        fc.direct = kind == "tp_btf"
         args = unit.kernel.tracepoint_args(point)
         if len(names) > len(args):
             raise fc.err(node, f"tracepoint {point} has {len(args)} arguments: "
@@ -197,10 +201,10 @@ def compile_program(unit: Unit, pyfn: Callable[..., Any], section: str) -> ir.Fu
     return fc.compile_body()
 
 
-def emit_with_calls(unit: Unit, fn: ir.Function, a: Asm) -> list[int]:
+def emit_with_calls(unit: Unit, fn: ir.Function, a: Asm) -> list[tuple[str, int]]:
     """``fn`` then every subprogram it calls (once each, only those still called after
     dead code went: the kernel refuses unreachable subprograms)."""
-    lines = generate(fn, a)
+    lines = [(fn.source.filename, n) for n in generate(fn, a)]
     emitted = {fn.name}
     pending = sorted(fn.calls)
     while pending:
@@ -208,9 +212,18 @@ def emit_with_calls(unit: Unit, fn: ir.Function, a: Asm) -> list[int]:
         if sub in emitted:
             continue
         emitted.add(sub)
-        lines += generate(unit.sub_ir[sub], a)
+        sub_fn = unit.sub_ir[sub]
+        lines += [(sub_fn.source.filename, n) for n in generate(sub_fn, a)]
         pending += sorted(unit.sub_ir[sub].calls)
     return lines
+
+
+def _source_lines(lines: list[tuple[str, int]]) -> list[tuple[str, int, str]]:
+    """(file, line, text) per instruction, for the program BTF's line_info."""
+    import linecache
+
+    return [(file, line, linecache.getline(file, line).strip() if not file.startswith("<")
+             else "") for file, line in lines]  # fmt: skip
 
 
 def build(name: str, programs: list[Callable[..., Any]], btf: Optional[BTF] = None) -> Compiled:
@@ -229,9 +242,10 @@ def build(name: str, programs: list[Callable[..., Any]], btf: Optional[BTF] = No
     for fn, section, lic in irs:
         a = Asm()
         lines = emit_with_calls(unit, fn, a)
-        out.spec.programs.append(ProgramSpec(fn.name, section, a.assemble(), lic))
+        insns = a.assemble()
+        out.spec.programs.append(ProgramSpec(fn.name, section, insns, lic,
+                                             _source_lines(lines)))  # fmt: skip
         out.lines[fn.name] = lines
-        out.files[fn.name] = fn.source.filename
     out.spec.maps = [m.spec() for m in unit.maps.values()]
     out.spec.rodata = unit.layout
     return out
