@@ -244,7 +244,7 @@ def build(name: str, programs: list[Callable[..., Any]], btf: Optional[BTF] = No
         lines = emit_with_calls(unit, fn, a)
         insns = a.assemble()
         out.spec.programs.append(ProgramSpec(fn.name, section, insns, lic,
-                                             _source_lines(lines)))  # fmt: skip
+                                             source=_source_lines(lines)))  # fmt: skip
         out.lines[fn.name] = lines
     out.spec.maps = [m.spec() for m in unit.maps.values()]
     out.spec.rodata = unit.layout
