@@ -20,6 +20,8 @@ EXPECTED = {
     "run": ["PROGRAM", "--btf", "-v", "runqslower", "runqlat"],
     "run runqslower": ["--min-us", "-p", "-t", "-c", "-P", "--json", "--attach",
                        "--transport", "--btf", "-v", "min_us"],
+    "run runqslower_lang": ["--min-us", "-p", "-t", "-c", "-P", "--json", "--attach",
+                            "--transport", "--btf", "-v", "min_us"],
     "run runqlat": ["-T", "-m", "-p", "-P", "-L", "--pidnss", "--max-keys", "--json",
                     "--attach", "--btf", "-v", "interval", "count"],
     "export": ["PROGRAM", "--listen", "--bpf-stats", "--btf", "-v"],
