@@ -64,10 +64,12 @@ _CACHE: Optional[dict[str, str]] = None
 
 
 def objects() -> dict[str, str]:
-    """The extracted objects, once per test run (in $TMPDIR/pybpf-libbpf-tools)."""
+    """The extracted objects, once per test run (in $TMPDIR/pybpf-libbpf-tools-UID: a
+    directory of another user's is not ours to write)."""
     global _CACHE
     if _CACHE is None:
         import tempfile
 
-        _CACHE = extract_all(os.path.join(tempfile.gettempdir(), "pybpf-libbpf-tools"))
+        where = f"pybpf-libbpf-tools-{os.getuid()}"
+        _CACHE = extract_all(os.path.join(tempfile.gettempdir(), where))
     return _CACHE

@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.kernel, pytest.mark.oracle("bpftool")]
 EXAMPLES = REPO / "docs" / "examples"
 API = REPO / "docs" / "api.md"
 TESTED = {"switches.py": "test_user_program.py", "execsnoop.py": "here",
-          "runq_count.py": "here", "maps_tour.py": "here", "standalone.py": "here"}  # fmt: skip
+          "runq_count.py": "here", "maps_tour.py": "here", "standalone.py": "here",
+          "switch_events.py": "test_lang_example.py"}  # fmt: skip
 
 
 def test_every_code_block_is_a_tested_example() -> None:
