@@ -23,6 +23,8 @@ from pybpf.bpfobject import BPFObject
 from pybpf.btf import BTF
 from pybpf.errors import BPFSyscallError, PyBPFError
 
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("clang-19")]
+
 TARBALL = "/usr/src/linux-source-6.1.tar.xz"
 SELFTESTS = "linux-source-6.1/tools/testing/selftests/bpf/"
 

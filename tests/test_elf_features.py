@@ -21,6 +21,8 @@ from pybpf.elf import open_file
 from pybpf.syscall import map_info, prog_info
 from pybpf.uapi import BPF_MAP_TYPE_ARRAY_OF_MAPS
 
+pytestmark = [pytest.mark.kernel, pytest.mark.oracle("clang-19")]
+
 SOURCE = os.path.join(os.path.dirname(__file__), "progs", "features.bpf.c")
 AUTOLOAD = ["on_switch", "on_wakeup", "tail_target"]
 

@@ -98,6 +98,7 @@ def _bpf_fds() -> int:
     return n
 
 
+@pytest.mark.kernel
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(edits=EDITS)
 def test_mutated_load_leaves_nothing(edits: list[tuple[int, float, int]], need_root: None) -> None:

@@ -14,6 +14,8 @@ from helpers_rq import wait_gone
 
 from pybpf.bpfobject import BPFObject
 
+pytestmark = pytest.mark.kernel
+
 OBJECTS = bpf_objects.objects()
 
 

@@ -30,6 +30,7 @@ def _need_tool() -> None:
         pytest.skip("needs Debian's libbpf-tools")
 
 
+@pytest.mark.kernel
 def test_run_matches_c_runqslower(tmp_path, need_root: None) -> None:
     _need_tool()
     with Children() as kids:
@@ -111,6 +112,7 @@ def test_explain_and_dump_object(capsys) -> None:
     (["run", "{obj}", "-P", "nothing*"], "no program matches"),
     (["run", "{obj}", "-P", "tp_btf/*", "--event-type", "nope"], "no struct 'nope'"),
 ])  # fmt: skip
+@pytest.mark.kernel
 def test_run_errors(argv: list[str], message: str, capsys, need_root: None) -> None:
     _need_tool()
     argv = [a.replace("{obj}", OBJECTS["runqslower"]) for a in argv]

@@ -21,6 +21,8 @@ from pybpf.lang.program import SourceFunction, compile_subprogram
 from pybpf.object import MapSpec, ObjectSpec, ProgramSpec, prepare
 from pybpf.uapi import BPF_MAP_TYPE_ARRAY
 
+pytestmark = pytest.mark.kernel
+
 NAMESPACE = dict(vars(lang))
 NAMESPACE["mix"] = SourceFunction(MIX, NAMESPACE, "<mix>")
 EXAMPLES = int(os.environ.get("PYBPF_LANG_EXAMPLES", "500"))

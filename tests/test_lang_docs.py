@@ -7,6 +7,8 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "language.md"
 
 
@@ -20,6 +22,7 @@ def first_program(tmp_path: Path):
     return module
 
 
+@pytest.mark.kernel
 def test_the_documented_program_runs(tmp_path, need_root):
     from pybpf.btf import BTF
     from pybpf.lang import build

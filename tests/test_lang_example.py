@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.kernel
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "switch_events.py"
 CHILD = "import time\nfor _ in range(3000):\n    time.sleep(0.001)\n"
 

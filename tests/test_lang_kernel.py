@@ -32,6 +32,8 @@ from pybpf.lang import (
     u64,
 )
 
+pytestmark = pytest.mark.kernel
+
 
 class Switch(Struct):
     prev_pid: s32

@@ -100,6 +100,7 @@ def loaded(need_root):
         yield compiled, obj
 
 
+@pytest.mark.kernel
 def test_maps_structs_globals_and_events(loaded):
     from pybpf import syscall
     from pybpf.ringbuf import RingBuffer

@@ -8,11 +8,14 @@ the flavor that kernel has.
 
 from __future__ import annotations
 
+import pytest  # noqa: E402
 from test_runqslower_relocation import _loads_through, _program, kernel  # noqa: F401
 
 from pybpf import isa
 from pybpf.object import prepare
 from pybpf.programs import runqslower_lang as rq
+
+pytestmark = pytest.mark.oracle("bpftool")
 
 PROGRAMS = [rq.sched_wakeup, rq.sched_wakeup_new, rq.sched_switch]
 

@@ -50,8 +50,9 @@ def _parse(stderr: str) -> dict[str, tuple[int, int]]:
 
 def interpreter_start() -> set[str]:
     """What this interpreter imports before any pybpf code runs (site, .pth files: an
-    editable install's finder imports pathlib and importlib.util itself)."""
-    res = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], cwd=ROOT,
+    editable install's finder imports pathlib and importlib.util itself; ``-m`` itself
+    loads runpy, which imports importlib.util)."""
+    res = subprocess.run([sys.executable, "-X", "importtime", "-c", "import runpy"], cwd=ROOT,
                          env=_clean_env(), capture_output=True, text=True, check=True)
     return set(_parse(res.stderr))
 
