@@ -29,8 +29,13 @@ HEAVY = ("ruff", "pip", "setuptools", "_distutils_hack", "pkg_resources")
 
 
 def _python_for_nobody() -> str:
-    for exe in (os.path.realpath(sys.executable), "/usr/bin/python3"):
-        p = subprocess.run([*NOBODY, exe, "-c", "pass"], capture_output=True, timeout=30)
+    """An interpreter uid 65534 can run, and run again from a test (tests start
+    ``sys.executable -m pybpf``): a probe that spawns itself."""
+    probe = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'], check=True)"
+    for exe in ("/usr/bin/python3", os.path.realpath(sys.executable)):
+        if not os.path.exists(exe):
+            continue
+        p = subprocess.run([*NOBODY, exe, "-c", probe], capture_output=True, timeout=60)
         if p.returncode == 0:
             return exe
     pytest.fail("no Python interpreter that uid 65534 may run")
@@ -81,10 +86,11 @@ def test_pure_tests_pass_without_root_or_outside_tools(open_tmp: Path) -> None:
            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}  # fmt: skip
     setpriv = [require_tools("setpriv"), *NOBODY[1:]]  # absolute: PATH below has python only
     p = subprocess.run(
-        [*setpriv, python, "-m", "pytest", "-m", "pure", "-q", "-p", "no:cacheprovider", "-rs"],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=600,
+        [*setpriv, python, "-m", "pytest", "-m", "pure", "-q", "-p", "no:cacheprovider", "-rfEs"],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    tail = p.stdout[-3000:] + p.stderr[-2000:]
+    failed = "\n".join(ln for ln in p.stdout.splitlines() if ln.startswith(("FAILED", "ERROR")))
+    tail = failed[:4000] + "\n" + p.stdout[-2000:] + p.stderr[-1000:]
     assert p.returncode == 0, tail
     summary = p.stdout.strip().splitlines()[-1]
     assert re.search(r"\d+ passed", summary), tail
