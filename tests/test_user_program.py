@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers_rq import patience
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "switches.py"
 
 
@@ -14,7 +16,7 @@ def test_user_program_file_runs(tmp_path, need_root):
     # Run from elsewhere, with the file given by path.
     out = subprocess.run(
         [sys.executable, "-m", "pybpf", "run", str(EXAMPLE), "--count", "20"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path, capture_output=True, text=True, timeout=patience(30),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

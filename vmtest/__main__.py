@@ -87,7 +87,6 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-e", dest="env", action="append", default=[], metavar="VAR=VALUE")
     r.add_argument("-v", "--verbose", action="store_true", help="console log and timings")
     r.add_argument("--keep", action="store_true", help="keep the run directory")
-    r.add_argument("command", nargs=argparse.REMAINDER)
     r.set_defaults(func=cmd_run)
     pr = sub.add_parser("prepare", help="download and build the boot cache")
     pr.add_argument("kernels", nargs="*")
@@ -104,9 +103,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # everything after -- is the guest's command, options included
+        at = argv.index("--")
+        argv, command = argv[:at], argv[at + 1 :]
     args = parser().parse_args(argv)
-    if getattr(args, "command", None) and args.command[0] == "--":
-        args.command = args.command[1:]
+    args.command = command
     try:
         return args.func(args)
     except VMError as err:
