@@ -23,29 +23,24 @@ from .vm import run
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The kernel-facing tests, chosen to fit the CI budget (a boot and these take 4-7 minutes a
-# kernel under TCG): runqslower and runqlat end to end with their schedstat oracle, every
-# attach kind, ring and perf readers, maps, feature probes, the kernel's own CO-RE, the ISA
-# execution oracle, errors, and the examples.
+# The kernel-facing tests, chosen to fit the CI budget (everything runs 5-10x slower under
+# TCG): runqslower and runqlat end to end with their schedstat oracle, every attach kind and
+# the kprobe/fentry examples, ring and perf readers, maps, feature probes, the kernel's own
+# CO-RE, the ISA execution oracle.
 TESTS = (
     "tests/test_vm_kernels.py",
     "tests/test_kernel_attach.py",
+    "tests/test_examples_probes.py",
     "tests/test_kernel_probes.py",
     "tests/test_kernel_maps.py",
     "tests/test_kernel_ringbuf.py",
-    "tests/test_kernel_events.py",
-    "tests/test_kernel_errors.py",
+    "tests/test_kernel_events.py::test_transports",
     "tests/test_kernel_core.py",
     "tests/test_kernel_core_bitfields.py",
     "tests/test_isa_kernel.py::test_kernel_agrees_with_reference",
-    "tests/test_isa_kernel.py::test_check_agrees_with_the_verifier",
     "tests/test_runqslower_e2e.py::test_accuracy_vs_schedstat_and_taskstats",
-    "tests/test_runqslower_e2e.py::test_rows_under_cpu_load",
-    "tests/test_runqslower_e2e.py::test_teardown",
     "tests/test_runqlat.py::test_totals_agree_with_schedstat",
     "tests/test_runqlat.py::test_victim_lands_in_the_expected_slots",
-    "tests/test_runqlat.py::test_raw_tp_programs_agree",
-    "tests/test_user_program.py",
 )
 # Throughput tests calibrated for a real CPU: an emulated one cannot make the load they need.
 DESELECT = "not switch_storm"
