@@ -52,7 +52,7 @@ def guest_command(results: Path, alias: str, tests: list[str]) -> list[str]:
     py = str(REPO / ".venv" / "bin" / "python")
     if not os.path.exists(py):
         py = sys.executable
-    pytest_cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
+    pytest_cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", "--durations=8",
                   f"--junitxml={results / f'{alias}.xml'}", "-k", DESELECT, *tests]  # fmt: skip
     script = (
         f"{py} -m vmtest.features {results / f'{alias}.json'} || echo 'features: failed' >&2\n"
