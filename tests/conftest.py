@@ -37,7 +37,7 @@ def pytest_cmdline_main(config: pytest.Config) -> object:
     from vmtest.__main__ import main
 
     return main(["run", kernel, "-e", "CI=true", "-e", "PYTHONDONTWRITEBYTECODE=1",
-                 "-e", "PYBPF_TEST_PATIENCE=6", "--",
+                 "-e", "PYBPF_TEST_PATIENCE=12", "--",
                  sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args])  # fmt: skip
 
 

@@ -320,8 +320,11 @@ def execute(kernel: object, case: Case) -> Optional[int]:
     if missing:
         from pybpf.errors import VerifierError
 
-        with pytest.raises(VerifierError) as refused:
-            syscall.prog_load(uapi.BPF_PROG_TYPE_SOCKET_FILTER, isa.encode(insns)).close()
+        size = max(size, TABLE + 8)
+        with syscall.map_create(uapi.BPF_MAP_TYPE_ARRAY, 4, size, 1, 0, "isa_oracle") as mfd:
+            insns, _ = build(case, mfd.fileno())
+            with pytest.raises(VerifierError) as refused:
+                syscall.prog_load(uapi.BPF_PROG_TYPE_SOCKET_FILTER, isa.encode(insns)).close()
         assert ENCODING_ERRORS.search(refused.value.log), (case.name, missing, refused.value)
         return None
     size = max(size, TABLE + 8)

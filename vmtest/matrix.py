@@ -44,8 +44,9 @@ TESTS = (
 )
 # Throughput tests calibrated for a real CPU: an emulated one cannot make the load they need.
 DESELECT = "not switch_storm"
-# Deadlines for the tools to start and stop (helpers_rq.patience): TCG is ~5-10x slower.
-PATIENCE = "6"
+# Deadlines for the tools to start and stop (helpers_rq.patience): TCG is ~5-10x slower, and
+# runqlat's tests start four tracers at once on one vCPU.
+PATIENCE = "12"
 
 
 def guest_command(results: Path, alias: str, tests: list[str]) -> list[str]:
