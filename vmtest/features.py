@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import sys
 
 ATTACH = (
@@ -49,13 +50,14 @@ def helpers_used() -> dict[str, bool]:
     from pybpf.btf import BTF
     from pybpf.programs import runqlat, runqslower
 
-    declared = {v.name for t in BTF.kernel().iter_types() for v in t.values
-                if v.name.startswith("BPF_FUNC_")}  # fmt: skip
+    raw = BTF.kernel().raw_bytes()  # the string table holds every enumerator's name
+    hdr_len, _toff, _tlen, str_off, str_len = struct.unpack_from("<IIIII", raw, 4)
+    strings = raw[hdr_len + str_off : hdr_len + str_off + str_len]
     names: set[str] = set()
     for tool in (runqslower, runqlat):
         for prog in tool.build_object().programs:
             names.update(i.helper for i in prog.insns if i.helper)
-    return {n: f"BPF_FUNC_{n}" in declared for n in sorted(names)}
+    return {n: f"\0BPF_FUNC_{n}\0".encode() in strings for n in sorted(names)}
 
 
 def measure() -> dict:
