@@ -34,19 +34,22 @@ TESTS = (
     "tests/test_kernel_probes.py",
     "tests/test_kernel_maps.py",
     "tests/test_kernel_ringbuf.py",
-    "tests/test_kernel_events.py::test_transports",
+    "tests/test_kernel_events.py::test_transports",  # the perf buffer reader
     "tests/test_kernel_core.py",
     "tests/test_kernel_core_bitfields.py",
     "tests/test_isa_kernel.py::test_kernel_agrees_with_reference",
     "tests/test_runqslower_e2e.py::test_accuracy_vs_schedstat_and_taskstats",
     "tests/test_runqlat.py::test_totals_agree_with_schedstat",
-    "tests/test_runqlat.py::test_victim_lands_in_the_expected_slots",
+    "tests/test_runqlat.py::test_raw_tp_programs_agree",
 )
-# Left out: throughput tests calibrated for a real CPU (an emulated one cannot make the load
-# they need), and the immediate-operand variants of the ISA cases (the encodings are the
-# host's concern; what differs between kernels is which operations the verifier accepts and
-# how they compute, which the register variants show).
-DESELECT = "not switch_storm and not (test_kernel_agrees_with_reference and imm)"
+# Left out to fit the budget: the immediate-operand and 32-bit variants of the ISA cases
+# (encodings are the host's concern; what differs between kernels is which families the
+# verifier accepts and how they compute, which the 64-bit register variants show), and the
+# ring buffer's end-to-end transport run (runqslower's accuracy test uses it already).
+# runqlat's per-slot test is not in TESTS: it expects each 3 ms preemption to land in one log2
+# slot, a real CPU's timing (under TCG a fraction spill into the next slot).
+DESELECT = ("not (test_kernel_agrees_with_reference and (imm or 32))"
+            " and not test_transports[ringbuf]")
 # Deadlines for the tools to start and stop (helpers_rq.patience): TCG is ~5-10x slower, and
 # runqlat's tests start four tracers at once on one vCPU.
 PATIENCE = "12"
