@@ -347,6 +347,51 @@ def check(insn: Instruction) -> Optional[str]:
     return "unknown BPF_STX mode"
 
 
+# Instruction families later than the base ISA, by the Linux version whose verifier accepts
+# them (feature probes ask the running kernel: pybpf.probes.have_insn).
+ISA_FEATURES = {
+    "jmp32": "5.1",  # BPF_JMP32 conditional jumps (cpu v3)
+    "atomics": "5.12",  # fetch, and/or/xor, xchg, cmpxchg (only plain add before)
+    "kfunc_call": "5.13",  # call with src_reg BPF_PSEUDO_KFUNC_CALL
+    "ld_imm64_func": "5.13",  # LD_IMM64 of a subprogram (BPF_PSEUDO_FUNC)
+    "ld_imm64_idx": "5.14",  # LD_IMM64 of a map by fd_array index
+    "v4": "6.6",  # sdiv/smod, movsx, bswap, sign-extending loads, gotol (cpu v4)
+    "may_goto": "6.9",
+    "addr_space_cast": "6.9",
+    "load_acquire": "6.15",  # load-acquire, store-release
+}
+
+
+def required_feature(insn: Instruction) -> Optional[str]:
+    """The :data:`ISA_FEATURES` family ``insn`` belongs to, None for the base ISA (what
+    every kernel with BTF, 5.x, accepts).  Assumes :func:`check` accepts ``insn``."""
+    code, cls, op = insn.opcode, insn.opcode & 0x07, insn.opcode & 0xF0
+    if code == LD_IMM64:
+        if insn.src == BPF_PSEUDO_FUNC:
+            return "ld_imm64_func"
+        by_index = insn.src in (BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE)
+        return "ld_imm64_idx" if by_index else None
+    if cls in (BPF_ALU, BPF_ALU64):
+        if op in (BPF_DIV, BPF_MOD) and insn.off:
+            return "v4"
+        if op == BPF_MOV and code & BPF_X and insn.off:
+            return "addr_space_cast" if insn.off == BPF_ADDR_SPACE_CAST else "v4"
+        return "v4" if op == BPF_END and cls == BPF_ALU64 else None
+    if cls == BPF_JMP32:
+        return "v4" if op == BPF_JA else "jmp32"
+    if cls == BPF_JMP:
+        if op == BPF_JCOND:
+            return "may_goto"
+        return "kfunc_call" if op == BPF_CALL and insn.src == BPF_PSEUDO_KFUNC_CALL else None
+    if cls == BPF_LDX and code & 0xE0 == BPF_MEMSX:
+        return "v4"
+    if cls == BPF_STX and code & 0xE0 == BPF_ATOMIC:
+        if insn.imm in (BPF_LOAD_ACQ, BPF_STORE_REL):
+            return "load_acquire"
+        return None if insn.imm == BPF_ADD else "atomics"
+    return None
+
+
 def raw(data: bytes) -> Instruction:
     """An 8-byte slot kept as data (``.quad``), e.g. half of a broken LD_IMM64."""
     if len(data) != 8:

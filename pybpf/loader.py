@@ -216,14 +216,13 @@ class LoadedObject:
                 err.log,
             ) from None
         except BPFSyscallError as err:
-            hint = ""
             if err.errno == _errno.EPERM and prog.section.startswith(("fentry/", "fexit/")):
-                hint = (
-                    " (fentry/fexit need BPF trampolines: a kernel with CONFIG_FUNCTION_TRACER"
-                    " and DYNAMIC_FTRACE_WITH_DIRECT_CALLS, 5.5+)"
-                )
+                raise BPFSyscallError(
+                    f"program {prog.name} ({prog.section}): {_trampoline_refusal(prog)}",
+                    err.errno,
+                ) from None
             raise BPFSyscallError(
-                f"program {prog.name} ({prog.section}): {err}{hint}", err.errno
+                f"program {prog.name} ({prog.section}): {err}", err.errno
             ) from None
 
     def _func_info(self, name: str) -> dict[str, Union[int, bytes]]:
@@ -373,6 +372,21 @@ def _attach_perf_event(prog: FD, event: FD) -> list[FD]:
     except BaseException:
         event.close()
         raise
+
+
+def _trampoline_refusal(prog: PreparedProgram) -> str:
+    """Why root got EPERM for fentry/fexit, as measured: the same load aimed at the kernel's
+    own test target ``bpf_fentry_test1`` (probes.have_fentry) tells a kernel that refuses
+    every BPF trampoline from one that refuses this function."""
+    from . import probes
+
+    if not probes.have_fentry():
+        return ("BPF_PROG_LOAD refused with EPERM: this kernel refuses BPF trampolines (a "
+                "trivial fentry program on bpf_fentry_test1 is refused too), so no "
+                "fentry/fexit here; use tp_btf, raw_tp or kprobe")  # fmt: skip
+    return (f"BPF_PROG_LOAD refused with EPERM: this kernel runs fentry programs "
+            f"(bpf_fentry_test1 loads) but not on {prog.attach_point!r}: the function "
+            "cannot be traced (notrace or not in the ftrace list)")  # fmt: skip
 
 
 _POISON_CALL = re.compile(rf"^(\d+): \(85\) call unknown#{POISON_IMM}\b", re.M)

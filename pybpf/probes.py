@@ -17,17 +17,20 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+import re
 import struct
 from typing import TYPE_CHECKING, Callable, Optional
 
+from . import isa
 from . import syscall as _sys
-from .errors import BPFSyscallError, PyBPFError
+from .errors import BPFSyscallError, PyBPFError, VerifierError
 from .uapi import (
     BPF_MAP_TYPE_ARRAY,
     BPF_MAP_TYPE_HASH,
     BPF_MAP_TYPE_RINGBUF,
     BPF_PROG_TYPE_KPROBE,
     BPF_PROG_TYPE_RAW_TRACEPOINT,
+    BPF_PROG_TYPE_SOCKET_FILTER,
     BPF_PROG_TYPE_TRACEPOINT,
     BPF_PROG_TYPE_TRACING,
     BPF_TRACE_FENTRY,
@@ -271,6 +274,60 @@ def have_log_true_size() -> bool:
         return False
     os.close(fd)
     return attr.log_true_size > 0
+
+
+# One small socket filter per ISA_FEATURES family.  The first ones load on a kernel that has
+# the family; the last ones cannot load anywhere without more context (a kfunc, a subprogram,
+# an fd_array, an arena), and there the verifier's words say whether it knows the encoding.
+def _i(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> isa.Instruction:
+    return isa.Instruction(code, dst, src, off, imm)
+
+
+_MOV0, _EXIT, _ZERO_FP8 = _i(0xB7), _i(0x95), _i(0x7A, 10, 0, -8, 0)
+_ISA_PROGRAMS: dict[str, tuple[bool, list[isa.Instruction]]] = {
+    "jmp32": (True, [_MOV0, _i(0x16), _EXIT]),  # if w0 == 0 goto +0
+    "atomics": (True, [_ZERO_FP8, _i(0xB7, 1, imm=1), _i(0xDB, 10, 1, -8, isa.BPF_FETCH),
+                       _MOV0, _EXIT]),  # r1 = atomic_fetch_add((u64 *)(r10 - 8), r1)
+    "v4": (True, [_MOV0, _i(0xBF, 0, 0, 8), _EXIT]),  # r0 = (s8)r0
+    "may_goto": (True, [_MOV0, _i(0xE5, off=1), _MOV0, _EXIT]),
+    "load_acquire": (True, [_ZERO_FP8, _i(0xDB, 0, 10, -8, isa.BPF_LOAD_ACQ), _MOV0, _EXIT]),
+    "kfunc_call": (False, [_MOV0, _i(0x85, 0, isa.BPF_PSEUDO_KFUNC_CALL, 0, 1), _EXIT]),
+    "ld_imm64_func": (False, [_i(isa.LD_IMM64, 1, isa.BPF_PSEUDO_FUNC, 0, 1), _MOV0, _EXIT]),
+    "ld_imm64_idx": (False, [_i(isa.LD_IMM64, 1, isa.BPF_PSEUDO_MAP_IDX), _MOV0, _EXIT]),
+    "addr_space_cast": (False, [_MOV0, _i(0xBF, 0, 0, isa.BPF_ADDR_SPACE_CAST, 1), _EXIT]),
+}  # fmt: skip
+# How verifiers of every version say that they do not know an encoding.
+_UNKNOWN_ENCODING = re.compile(
+    r"unknown opcode|uses reserved fields|unrecognized bpf_ld_imm64|invalid bpf_ld_imm64"
+    r"|invalid atomic opcode|BPF_ATOMIC uses invalid|invalid may_goto"
+)
+
+
+def have_insn(feature: str) -> bool:
+    """Whether the verifier accepts the :data:`pybpf.isa.ISA_FEATURES` family ``feature``
+    (cached per process).  ``required_feature(insn)`` names an instruction's family."""
+    key = f"insn_{feature}"
+    if key not in _cache:
+        try:
+            _cache[key] = _insn_probe(feature)
+        except (PyBPFError, OSError):
+            _cache[key] = False
+    return _cache[key]
+
+
+def _insn_probe(feature: str) -> bool:
+    must_load, prog = _ISA_PROGRAMS[feature]
+    try:
+        _sys.prog_load(BPF_PROG_TYPE_SOCKET_FILTER, isa.encode(prog), "GPL").close()
+    except VerifierError as err:
+        return not must_load and not _UNKNOWN_ENCODING.search(err.log or str(err))
+    except BPFSyscallError:
+        return False
+    return True
+
+
+for _name, _since in isa.ISA_FEATURES.items():
+    _PROBES[f"insn_{_name}"] = (_since, lambda _n=_name: have_insn(_n))
 
 
 def _btf_blob(types: bytes, strings: bytes) -> bytes:

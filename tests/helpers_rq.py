@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parent.parent
+# Deadlines for a tool to start, print or stop scale with the machine: under an emulated CPU
+# (the kernel matrix boots kernels under QEMU without KVM) everything is several times slower.
+PATIENCE = float(os.environ.get("PYBPF_TEST_PATIENCE", "1"))
+
+
+def patience(seconds: float) -> float:
+    """``seconds`` scaled by PYBPF_TEST_PATIENCE (a deadline, never a measured quantity)."""
+    return seconds * PATIENCE
+
 HEADER_FMT = "Tracing run queue latency higher than {} us"
 COLUMNS = f"{'TIME':<8} {'COMM':<16} {'TID':<6} {'LAT(us)':>14}"
 COLUMNS_PREV = COLUMNS + f" {'PREV COMM':<16} {'PREV TID':<6}"
@@ -139,7 +148,7 @@ class PybpfProcess:
         return self.err_path.read_text()
 
     def wait_for(self, text: str, in_stderr: bool = False, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience(timeout)
         while text not in (self.err() if in_stderr else self.out()):
             rc = self.proc.poll()
             assert rc is None, f"pybpf {self.args} exited {rc}: {self.err()}"
@@ -148,7 +157,7 @@ class PybpfProcess:
 
     def stop(self, sig: int = signal.SIGINT) -> int:
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout=15)
+        return self.proc.wait(timeout=patience(15))
 
 
 def last_cpu() -> int:
@@ -173,7 +182,7 @@ class Children:
                     pass
         for p in self.procs:
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=patience(10))
             except subprocess.TimeoutExpired:
                 pass
             for f in (p.stdin, p.stdout, p.stderr):
@@ -235,7 +244,7 @@ def proc_state(pid: int) -> str:
 
 
 def wait_state(pid: int, states: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     while proc_state(pid) not in states:
         if time.monotonic() > deadline:
             raise AssertionError(f"pid {pid} not in state {states!r}: {proc_state(pid)!r}")
@@ -300,7 +309,7 @@ class Tracer:
 
     def wait_header(self, timeout: float = 10.0) -> list[str]:
         """Wait until both header lines are in the output file (printed after attach)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience(timeout)
         while True:
             lines = self.out().split("\n")
             if len(lines) >= 3:
@@ -313,7 +322,7 @@ class Tracer:
     def wait_ready(self, timeout: float = 10.0) -> None:
         """--json prints no header: wait until the process holds 3 BPF links and an epoll
         fd watching its event buffers (what the header would have told)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience(timeout)
         while True:
             fds = owned_fds(self.pid)
             watched = sum(info.count("tfd:") for kind, info in fds if kind == "[eventpoll]")
@@ -329,7 +338,7 @@ class Tracer:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout=timeout)
+            return self.proc.wait(timeout=patience(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -436,7 +445,7 @@ def kernel_ids() -> dict[str, dict[int, dict]]:
 def wait_gone(ids: dict[str, set[int]], timeout: float = 3.0) -> dict[str, set[int]]:
     """Poll until none of ``ids`` exists (the kernel frees programs after an RCU grace
     period); return what still exists at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     while True:
         now = kernel_ids()
         left = {k: ids[k] & set(now[k]) for k in ids}
@@ -480,7 +489,7 @@ def leaked_since(before: dict[str, dict[int, dict]], timeout: float = 3.0) -> di
     that no program uses, and new programs with our names that no link attaches.  Other
     users' complete, running tools are not counted; their transient objects are waited
     out (up to ``timeout``)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     while True:
         now = kernel_ids()
         used = {m for p in now["prog"].values() for m in p.get("map_ids", [])}

@@ -23,7 +23,9 @@ EXAMPLES = REPO / "docs" / "examples"
 API = REPO / "docs" / "api.md"
 TESTED = {"switches.py": "test_user_program.py", "execsnoop.py": "here",
           "runq_count.py": "here", "maps_tour.py": "here", "standalone.py": "here",
-          "switch_events.py": "test_lang_example.py"}  # fmt: skip
+          "switch_events.py": "test_lang_example.py",
+          "reads_kprobe.py": "test_examples_probes.py",
+          "reads_fentry.py": "test_examples_probes.py"}  # fmt: skip
 
 
 def test_every_code_block_is_a_tested_example() -> None:

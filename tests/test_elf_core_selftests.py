@@ -18,6 +18,7 @@ from typing import Optional
 import libbpf_oracle
 import pytest
 from elf_matrix import normalised_xlated
+from policy import unavailable
 
 from pybpf.bpfobject import BPFObject
 from pybpf.btf import BTF
@@ -100,7 +101,7 @@ def selftests() -> tuple[str, list[Case]]:
     if not ok:
         if os.environ.get("CI") == "true":
             pytest.fail("linux-source-6.1, clang-19 and libbpf-dev are CI oracles")
-        pytest.skip("needs linux-source-6.1, clang-19 and libbpf-dev")
+        unavailable("needs linux-source-6.1, clang-19 and libbpf-dev")
     work = os.path.join(tempfile.gettempdir(), f"pybpf-core-reloc-{int(os.stat(TARBALL).st_mtime)}")
     done = os.path.join(work, ".done")
     if not os.path.exists(done):

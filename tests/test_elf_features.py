@@ -15,6 +15,7 @@ import time
 import pytest
 from elf_matrix import Result, compare_object, compare_together
 from helpers_rq import wait_gone
+from policy import unavailable
 
 from pybpf.bpfobject import BPFObject, linux_kernel_version
 from pybpf.elf import open_file
@@ -33,7 +34,7 @@ def features(tmp_path_factory) -> str:
     if clang is None or not os.path.exists("/usr/include/bpf/bpf_helpers.h"):
         if os.environ.get("CI") == "true":
             pytest.fail("clang-19 and libbpf-dev are CI oracles")
-        pytest.skip("needs clang-19 and libbpf-dev")
+        unavailable("needs clang-19 and libbpf-dev")
     out = str(tmp_path_factory.mktemp("progs") / "features.bpf.o")
     arch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout
     include = f"/usr/include/{arch.strip() or 'x86_64-linux-gnu'}"

@@ -11,6 +11,7 @@ import bpf_objects
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from policy import unavailable
 
 from pybpf.bpfobject import BPFObject
 from pybpf.btf import BTF
@@ -26,7 +27,7 @@ def _obj(name: str) -> bytes:
     if name not in OBJECTS:
         if os.environ.get("CI") == "true":
             pytest.fail("libbpf-tools is a CI oracle (apt-get install libbpf-tools)")
-        pytest.skip("needs Debian's libbpf-tools")
+        unavailable("needs Debian's libbpf-tools")
     with open(OBJECTS[name], "rb") as f:
         return f.read()
 

@@ -11,6 +11,7 @@ import libbpf_oracle
 import pytest
 from elf_matrix import compare_object
 from helpers_rq import wait_gone
+from policy import unavailable
 
 from pybpf.bpfobject import BPFObject
 
@@ -23,7 +24,7 @@ def _need_oracles() -> None:
     if not OBJECTS or not libbpf_oracle.available():
         if os.environ.get("CI") == "true":
             pytest.fail("libbpf-tools and libbpf1 are CI oracles (apt-get install libbpf-tools)")
-        pytest.skip("needs Debian's libbpf-tools and libbpf1")
+        unavailable("needs Debian's libbpf-tools and libbpf1")
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTS) or ["runqslower"])

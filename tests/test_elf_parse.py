@@ -8,6 +8,7 @@ import os
 
 import bpf_objects
 import pytest
+from policy import unavailable
 
 from pybpf import isa
 from pybpf.btf import BTF, BTF_KIND_ENUM
@@ -24,7 +25,7 @@ def _need_objects() -> None:
     if not OBJECTS:
         if os.environ.get("CI") == "true":
             pytest.fail("libbpf-tools is a CI oracle (apt-get install libbpf-tools)")
-        pytest.skip("needs Debian's libbpf-tools")
+        unavailable("needs Debian's libbpf-tools")
 
 
 NAMES = sorted(OBJECTS) or ["runqslower"]

@@ -15,6 +15,7 @@ import time
 import bpf_objects
 import pytest
 from helpers_rq import Children, PybpfProcess, go, last_cpu, stop_victim, wait_gone
+from policy import unavailable
 
 from pybpf.cli import main
 
@@ -27,7 +28,7 @@ def _need_tool() -> None:
     if "runqslower" not in OBJECTS or not os.path.exists(C_TOOL) or not shutil.which("stdbuf"):
         if os.environ.get("CI") == "true":
             pytest.fail("libbpf-tools is a CI oracle (apt-get install libbpf-tools)")
-        pytest.skip("needs Debian's libbpf-tools")
+        unavailable("needs Debian's libbpf-tools")
 
 
 @pytest.mark.kernel

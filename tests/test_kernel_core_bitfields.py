@@ -66,8 +66,12 @@ def layout() -> dict[str, tuple[int, dict[str, tuple[int, int]]]]:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_read_bitfield_on_the_kernel(layout, name):
     size, members = layout[name]
-    local = Struct(name + "___local", CASES[name])
-    fields = [getattr(local, f[0]) for f in CASES[name]]
+    # Only the members this kernel has (bpftool says which): e.g. 5.10's perf_branch_entry
+    # has no new_type yet.
+    cases = [f for f in CASES[name] if f[0] in members]
+    assert cases, (name, members)
+    local = Struct(name + "___local", cases)
+    fields = [getattr(local, f[0]) for f in cases]
     value_size = size + 8 * len(fields)
     a = Asm()
     a.ld_map_value(R6, "vals")
@@ -90,7 +94,7 @@ def test_read_bitfield_on_the_kernel(layout, name):
             got = obj.maps["vals"].lookup(b"\0\0\0\0")
             assert got is not None
             whole = int.from_bytes(raw, "little")
-            for i, (field_name, _, _) in enumerate(CASES[name]):
+            for i, (field_name, _, _) in enumerate(cases):
                 bit_off, bits = members[field_name]
                 want = (whole >> bit_off) & ((1 << bits) - 1)
                 (value,) = struct.unpack_from("<Q", got, size + 8 * i)

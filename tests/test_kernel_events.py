@@ -24,6 +24,7 @@ from helpers_rq import (
     kernel_ids,
     last_cpu,
     owned_bpf_ids,
+    patience,
     tool_env,
     wait_gone,
 )
@@ -118,7 +119,7 @@ def test_pipe_closed_by_head_ends_quietly(tmp_path):
         ours = owned_bpf_ids(proc.pid)
         assert ours["prog"] and ours["link"] and ours["map"]
         proc.stdout.close()  # what head does when it has its lines
-        rc = proc.wait(timeout=10)
+        rc = proc.wait(timeout=patience(10))
         err = proc.stderr.read().decode()
     assert rc == 0 and err == "", (rc, err)
     left = wait_gone(ours)
@@ -185,7 +186,7 @@ def test_ring_buffer_losses_counted_and_printed(tmp_path):
         os.kill(rq.pid, signal.SIGSTOP)
         try:
             subprocess.run(["stress-ng", "--switch", "2", "--timeout", "4s", "--quiet"],
-                           check=True, timeout=30)  # fmt: skip
+                           check=True, timeout=patience(30), cwd=tmp_path)  # fmt: skip
         finally:
             os.kill(rq.pid, signal.SIGCONT)
         time.sleep(1.0)  # drained; the lost counts checked after each poll
@@ -214,7 +215,7 @@ def test_ring_buffer_loses_nothing_under_a_switch_storm(tmp_path):
         rq = kids.tracer(["0", "--transport", "ringbuf", "--json"], tmp_path)
         rq.wait_ready()
         subprocess.run(["stress-ng", "--switch", "2", "--timeout", "8s", "--quiet"],
-                       check=True, timeout=60)  # fmt: skip
+                       check=True, timeout=patience(60), cwd=tmp_path)  # fmt: skip
         time.sleep(0.3)
         assert rq.stop() == 0, rq.err()
     rows = rq.out().count("\n")
@@ -264,7 +265,7 @@ def test_exception_in_event_callback_tears_everything_down(tmp_path):
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
         )  # fmt: skip
-        rc = proc.wait(timeout=30)
+        rc = proc.wait(timeout=patience(30))
         err = proc.stderr.read().decode()
     assert rc != 0 and "boom in an event callback" in err, (rc, err)
     held: dict[str, set[int]] = {"prog": set(), "map": set(), "link": set()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -42,16 +43,38 @@ def test_probes_agree_with_bpftool(bpftool_features: dict, ours: str, section: s
     assert probes.probe_all()[ours] == bpftool_features[section][key]
 
 
+# probe -> the enumerator (or union bpf_attr member) its kernel version added
+DECLARED_BY = {
+    "ringbuf": "BPF_MAP_TYPE_RINGBUF", "batch_ops": "BPF_MAP_LOOKUP_BATCH",
+    "raw_tp": "BPF_PROG_TYPE_RAW_TRACEPOINT", "tracepoint": "BPF_PROG_TYPE_TRACEPOINT",
+    "tp_btf": "BPF_TRACE_RAW_TP", "link_create": "BPF_LINK_CREATE",
+    "log_true_size": "log_true_size", "map_name": "map_name",
+    "btf_float": "BTF_KIND_FLOAT", "btf_decl_tag": "BTF_KIND_DECL_TAG",
+    "btf_type_tag": "BTF_KIND_TYPE_TAG", "btf_enum64": "BTF_KIND_ENUM64",
+}  # fmt: skip
+
+
+def kernel_declarations() -> set[str]:
+    """The names of DECLARED_BY in the running kernel's BTF string table, which holds the
+    names of its types, members and enumerators (and nothing else)."""
+    raw = BTF.kernel().raw_bytes()
+    hdr_len, _toff, _tlen, str_off, str_len = struct.unpack_from("<IIIII", raw, 4)
+    strings = raw[hdr_len + str_off : hdr_len + str_off + str_len]
+    return {n for n in DECLARED_BY.values() if b"\0" + n.encode() + b"\0" in strings}
+
+
 def test_every_probe_names_its_kernel_version_and_is_cached() -> None:
     probes.reset_cache()
     results = probes.probe_all()
     versions = probes.probe_versions()
     assert set(results) == set(versions) and all(isinstance(v, bool) for v in results.values())
     assert all(v.count(".") == 1 and v.replace(".", "").isdigit() for v in versions.values())
-    # This kernel (6.18) has everything up to 6.4 that does not need a config option.
-    for name in ("ringbuf", "batch_ops", "raw_tp", "tp_btf", "link_create", "log_true_size",
-                 "btf", "btf_func", "btf_float", "btf_decl_tag", "btf_type_tag", "btf_enum64",
-                 "kernel_btf", "map_name"):  # fmt: skip
+    # What the kernel declares in its own BTF is what it supports: each probe agrees with the
+    # enumerator or bpf_attr member that introduced its feature.
+    declared = kernel_declarations()
+    for name, decl in DECLARED_BY.items():
+        assert results[name] == (decl in declared), (name, decl)
+    for name in ("btf", "btf_func", "kernel_btf"):  # older than any kernel with BTF (5.4)
         assert results[name], name
     calls = []
     real = probes._sys.map_create

@@ -359,7 +359,13 @@ def busy(root: None):
         MapSpec("rb", BPF_MAP_TYPE_RINGBUF, 0, 0, RING),
         MapSpec("gate", BPF_MAP_TYPE_ARRAY, 4, 8, 1),
     ]
-    with LoadedObject(prepare(ObjectSpec("rbbusy", progs, maps=maps), BTF.kernel())) as obj:
+    spec = ObjectSpec("rbbusy", progs, maps=maps)
+    try:
+        prepared = prepare(spec, BTF.kernel())
+    except PyBPFError as err:  # bpf_loop is 5.17: an older kernel's enum bpf_func_id lacks it
+        assert str(err) == "helper bpf_loop() does not exist on this kernel", err
+        pytest.skip(f"the busy program spins with bpf_loop (5.17): {err}")
+    with LoadedObject(prepared) as obj:
         obj.load()
         yield obj
 

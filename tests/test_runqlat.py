@@ -28,6 +28,7 @@ from helpers_rq import (
     PybpfProcess,
     assert_gone,
     owned_bpf_ids,
+    patience,
     schedstat,
     tool_env,
 )
@@ -70,7 +71,7 @@ def test_bad_flags_one_line() -> None:
                  ["--max-keys", "5"], ["-p", "1", "--max-keys", "5"], ["-T", "--json"]):
         r = subprocess.run(
             [sys.executable, "-m", "pybpf", "run", "runqlat", *args],
-            cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=30,
+            cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=patience(30),
         )  # fmt: skip
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr and "error:" in r.stderr, (args, r.stderr)
@@ -158,7 +159,7 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> dict:
             hog = subprocess.run(
                 [sys.executable, "-c", FIFO_HOG, str(cpu), ",".join(map(str, SPINS_MS)),
                  str(HOG_SECONDS), str(SLEEP_S)],
-                capture_output=True, text=True, timeout=60, check=True,
+                capture_output=True, text=True, timeout=patience(60), check=True,
             )  # fmt: skip
             time.sleep(0.2)
             # Freeze the spinner: no wait of its own after this, so the schedstat window and
@@ -232,7 +233,7 @@ def test_interval_count_timestamps_and_teardown(need_root: None, tmp_path: Path)
     t.wait_header()
     ours = owned_bpf_ids(t.proc.pid)
     assert len(ours["link"]) == 3 and len(ours["prog"]) == 3, ours
-    assert t.proc.wait(timeout=20) == 0  # ends by itself after 2 summaries
+    assert t.proc.wait(timeout=patience(20)) == 0  # ends by itself after 2 summaries
     text = t.out()
     stamps = re.findall(r"^\d\d:\d\d:\d\d$", text, re.M)
     assert len(stamps) == 2, text
@@ -261,7 +262,7 @@ def test_pid_namespaces(need_root: None, tmp_path: Path) -> None:
             ["unshare", "--pid", "--kill-child", sys.executable, "-c",
              "import time\nwhile True:\n    time.sleep(0.001)\n"],
         ))  # fmt: skip
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + patience(10)
         inner = None
         while inner is None and time.monotonic() < deadline:
             kids_file = Path(f"/proc/{child.pid}/task/{child.pid}/children")
@@ -316,7 +317,7 @@ def test_full_map_counts_dropped_waits(need_root: None, tmp_path: Path, room: in
     with Children() as kids:
         kids.hog(max(os.sched_getaffinity(0)))
         t = RunqLat(["-L", "--max-keys", str(room), "--json", "1", "1"], tmp_path, "full")
-        assert t.proc.wait(timeout=20) == 0, t.err()
+        assert t.proc.wait(timeout=patience(20)) == 0, t.err()
     assert len(t.histograms()) <= room
     dropped = re.findall(rf"^Dropped (\d+) (waits?): no room for more than {histograms} \(",
                          t.err(), re.M)  # fmt: skip
@@ -332,7 +333,7 @@ def test_json_stdout_is_only_json_lines(need_root: None, tmp_path: Path) -> None
         kids.hog(max(os.sched_getaffinity(0)))
         start = time.time_ns()
         t = RunqLat(["--json", "1", "2"], tmp_path, "json")
-        assert t.proc.wait(timeout=20) == 0, t.err()
+        assert t.proc.wait(timeout=patience(20)) == 0, t.err()
         end = time.time_ns()
     lines = t.out().splitlines()
     assert len(lines) == 2, t.out()

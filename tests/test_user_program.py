@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest  # noqa: E402
+from helpers_rq import patience
 
 pytestmark = pytest.mark.kernel
 
@@ -18,7 +19,7 @@ def test_user_program_file_runs(tmp_path, need_root):
     # Run from elsewhere, with the file given by path.
     out = subprocess.run(
         [sys.executable, "-m", "pybpf", "run", str(EXAMPLE), "--count", "20"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path, capture_output=True, text=True, timeout=patience(30),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
