@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import textwrap
-from typing import Callable, Optional
+from typing import Callable, Optional, TextIO
 
 from .errors import PyBPFError, VerifierError
 
@@ -144,11 +144,17 @@ def _cmd_explain(argv: list[str]) -> int:
     tool_args = tool_parser(tool, args.program).parse_args([])
     tool.check_arguments(parser, tool_args)
     prepared = prepare(tool.build(tool_args), load_btf(args.btf))
-    relos = prepared.relocations
-    if args.json:
-        json.dump([r.as_dict(args.verbose) for r in relos], sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return 0
+    write_relocations(prepared.relocations, sys.stdout, args.verbose, args.json)
+    return 0
+
+
+def write_relocations(relos: list, out: TextIO, verbose: bool, as_json: bool) -> None:
+    """``explain``'s output, for a program or a compiled object: a table (``-v``: with the
+    candidates) or one JSON array."""
+    if as_json:
+        json.dump([r.as_dict(verbose) for r in relos], out, indent=1)
+        out.write("\n")
+        return
     header = ("PROGRAM", "INSN", "KIND", "TYPE", "FIELD", "ACCESS", "LOCAL", "TARGET")
     rows = [header] + [
         (r.program, str(r.insn), r.kind, r.type, r.field, r.access, str(r.local),
@@ -157,22 +163,21 @@ def _cmd_explain(argv: list[str]) -> int:
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for n, row in enumerate(rows):
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
-        if args.verbose and n:
-            _explain_candidates(relos[n - 1])
-    return 0
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        if verbose and n:
+            _explain_candidates(relos[n - 1], out)
 
 
-def _explain_candidates(relo: object) -> None:
+def _explain_candidates(relo: object, out: TextIO) -> None:
     """``explain -v``: the matched target access, then every candidate and its fate."""
     if getattr(relo, "reason", ""):
-        sys.stdout.write(f"    poisoned: {relo.reason}\n")  # type: ignore[attr-defined]
+        out.write(f"    poisoned: {relo.reason}\n")  # type: ignore[attr-defined]
     if getattr(relo, "spec", ""):
-        sys.stdout.write(f"    target: {relo.spec}\n")  # type: ignore[attr-defined]
+        out.write(f"    target: {relo.spec}\n")  # type: ignore[attr-defined]
     for c in getattr(relo, "candidates", ()):
         verdict = "matched" if c.matched else "rejected"
         where = "" if c.btf_name == "vmlinux" else f" ({c.btf_name})"
-        sys.stdout.write(
+        out.write(
             f"    candidate [{c.type_id}] {c.kind.lower()} {c.type_name}{where}: {verdict}"
             + ("" if c.matched else f": {c.reason}") + "\n"
         )

@@ -100,24 +100,9 @@ def explain(argv: list[str], out: Optional[TextIO] = None) -> int:
     obj = _open(args.object)
     prepared = obj.prepare(_target(args.btf), [p.name for p in obj.elf.spec.programs],
                            attach_ids=False)  # fmt: skip
-    relos = prepared.relocations
-    if args.json:
-        json.dump([r.as_dict(args.verbose) for r in relos], out, indent=1)
-        out.write("\n")
-        return 0
-    from .cli import _explain_candidates
+    from .cli import write_relocations
 
-    header = ("PROGRAM", "INSN", "KIND", "TYPE", "FIELD", "ACCESS", "LOCAL", "TARGET")
-    rows = [header] + [
-        (r.program, str(r.insn), r.kind, r.type, r.field, r.access, str(r.local),
-         "-" if r.target is None else str(r.target))
-        for r in relos
-    ]  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for n, row in enumerate(rows):
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
-        if args.verbose and n:
-            _explain_candidates(relos[n - 1])
+    write_relocations(prepared.relocations, out, args.verbose, args.json)
     return 0
 
 
