@@ -63,7 +63,7 @@ def test_pure_tests_pass_without_root_or_outside_tools(open_tmp: Path) -> None:
     tree, home, bin_ = (tmp_path / n for n in ("tree", "home", "bin"))
     _copy(REPO / "pybpf", tree / "pybpf")
     _copy(REPO / "programs", tree / "pybpf" / "programs")  # as installed
-    for name in ("tests", "btf", "docs", "bench", "dev"):
+    for name in ("tests", "btf", "docs", "bench", "dev", "vmtest"):
         _copy(REPO / name, tree / name)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, tree / name)

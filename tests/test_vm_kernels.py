@@ -17,6 +17,7 @@ import pytest
 BTF_DIR = Path(__file__).resolve().parent.parent / "btf"
 
 
+@pytest.mark.kernel
 def test_running_kernel_btf_is_the_one_in_btf_dir(need_root: None) -> None:
     release = os.uname().release
     files = sorted(BTF_DIR.glob(f"*-{release}.btf.xz"))
